@@ -25,7 +25,8 @@ Shape = tuple[int, ...]
 
 
 class Draw(Protocol):
-    """Where sampled values come from; labels name the drawn quantity in reports."""
+    """Where sampled values come from; labels name the drawn quantity in reports.
+    Both ends of every range are included."""
 
     def integer(self, label: str, low: int, high: int) -> int: ...
 
@@ -111,8 +112,10 @@ class Real(Domain):
         return f"real in {self.describe_interval()}"
 
     def sample(self, draw, label):
-        low, high = self.sample_range or (self.minimum, self.maximum)
-        return draw.real(label, low, high)
+        if self.sample_range is not None:
+            return draw.real(label, *self.sample_range)
+        high = self.maximum if self.include_maximum else math.nextafter(self.maximum, -math.inf)
+        return draw.real(label, self.minimum, high)
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ PARAMS = (
     ),
     Param("out_weight", True, Boolean(), "Apply the output projection `output_weight` (no bias)."),
     Param("out_bias", False, Boolean(), "Add `output_bias` to the output."),
-    Param("attn_dropout", 0, Real(0.0, 1.0), "Dropout rate on the attention weights during training; inactive at inference."),
+    Param("attn_dropout", 0, Real(0.0, 1.0, sample_range=(0.0, 0.9)), "Dropout rate on the attention weights during training; inactive at inference."),
 )
 
 

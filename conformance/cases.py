@@ -1,0 +1,85 @@
+"""A case: one layer, config, input shapes, dtype and seed; everything else follows from it.
+
+The seed fixes the inputs and weights, so a case written as JSON reproduces a run exactly
+(``attnconf check --case '<json>'``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+import reference
+
+GRIDS = {"float16": np.float16, "float32": np.float32}
+"""Drawn values are rounded to one of these so every checked dtype holds them exactly."""
+
+
+@dataclass(frozen=True)
+class Case:
+    layer: str
+    config: Mapping[str, Any]
+    input_shapes: tuple[tuple[int, ...], ...]
+    seed: int
+    dtype: str = "float32"
+    label: str = field(default="", compare=False)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"layer": self.layer, "config": dict(self.config), "input_shapes": [list(s) for s in self.input_shapes], "seed": self.seed, "dtype": self.dtype},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "Case":
+        data = json.loads(text)
+        return cls(
+            layer=data["layer"],
+            config=data.get("config", {}),
+            input_shapes=tuple(tuple(int(d) for d in s) for s in data["input_shapes"]),
+            seed=int(data.get("seed", 0)),
+            dtype=data.get("dtype", "float32"),
+        )
+
+    def describe(self) -> str:
+        shapes = ", ".join(str(list(s)) for s in self.input_shapes)
+        return f"{self.layer} {self.dtype} config={dict(self.config)} input shapes={shapes} seed={self.seed}"
+
+    def full_config(self) -> dict[str, Any]:
+        return reference.validate(self.layer, *self.input_shapes, **self.config)
+
+    def arrays(self, grid: str = "float32") -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+        """Inputs then weights, drawn from the seed; float64 arrays holding ``grid`` values."""
+        return draw_arrays(self.layer, self.config, self.input_shapes, self.seed, grid)
+
+
+def draw_arrays(layer: str, config, input_shapes, seed: int, grid: str = "float32"):
+    """Standard-normal inputs; each weight at its declared scale (positive ones uniform in
+    ``[0.5, 2] * std``), all rounded to ``grid``. Inputs are drawn before weights, weights in
+    declaration order, so adding a weight to a layer leaves its inputs unchanged."""
+    rng = np.random.default_rng(seed)
+    to_grid = GRIDS[grid]
+
+    def on_grid(values: np.ndarray) -> np.ndarray:
+        return values.astype(to_grid).astype(np.float64)
+
+    inputs = [on_grid(rng.standard_normal(shape)) for shape in input_shapes]
+    weights = {}
+    for w in reference.weight_specs(layer, *input_shapes, **config):
+        values = rng.uniform(0.5, 2.0, w.shape) if w.positive else rng.standard_normal(w.shape)
+        weights[w.name] = on_grid(values * w.std)
+    return inputs, weights
+
+
+def example_cases(layer: str, dtype: str, fixtures_only: bool = False) -> list[Case]:
+    """The spec's named examples (README usage first) as cases with seed 0."""
+    spec = reference.spec(layer)
+    return [
+        Case(layer, dict(ex.config), tuple(ex.input_shapes), 0, dtype, label=ex.name)
+        for ex in spec.examples
+        if ex.fixture or not fixtures_only
+    ]

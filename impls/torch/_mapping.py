@@ -1,0 +1,86 @@
+"""How a PyTorch module's parameters map to canonical (Keras) names and layouts.
+
+A module lists, per canonical weight name, the state_dict key holding it and the permutation
+that turns the canonical array into the PyTorch one (``torch = canonical.permute(*permute)``):
+``nn.Linear.weight`` is the canonical ``(in, out)`` kernel transposed, ``(1, 0)``;
+``nn.Conv2d.weight`` is the canonical ``(kh, kw, in, out)`` kernel permuted ``(3, 2, 0, 1)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+import reference
+
+LINEAR = (1, 0)
+CONV2D = (3, 2, 0, 1)
+DEPTHWISE_CONV2D = (2, 3, 0, 1)
+
+
+@dataclass(frozen=True)
+class Canonical:
+    key: str  # state_dict key
+    permute: tuple[int, ...] | None = None
+
+
+class CanonicalWeights(nn.Module):
+    """Base for modules that know their canonical weight names."""
+
+    def canonical_weights(self) -> dict[str, Canonical]:
+        raise NotImplementedError
+
+    def canonical_state_dict(self) -> dict[str, np.ndarray]:
+        """Canonical names -> arrays in canonical layouts."""
+        state = self.state_dict()
+        out = {}
+        for name, where in self.canonical_weights().items():
+            tensor = state[where.key].detach()
+            if where.permute is not None:
+                tensor = tensor.permute(*np.argsort(where.permute))
+            out[name] = tensor.cpu().numpy()
+        return out
+
+    def canonical_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(array.shape) for name, array in self.canonical_state_dict().items()}
+
+    @torch.no_grad()
+    def load_canonical_state_dict(self, weights: Mapping[str, np.ndarray]) -> None:
+        mapping = self.canonical_weights()
+        missing = sorted(set(mapping) - set(weights))
+        extra = sorted(set(weights) - set(mapping))
+        if missing or extra:
+            raise KeyError(f"{type(self).__name__}: canonical weights missing {missing}, unexpected {extra}")
+        state = self.state_dict()
+        for name, where in mapping.items():
+            tensor = torch.as_tensor(np.asarray(weights[name]))
+            if where.permute is not None:
+                tensor = tensor.permute(*where.permute)
+            target = state[where.key]
+            if tuple(tensor.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"{type(self).__name__}: canonical {name!r} of shape {tuple(np.shape(weights[name]))} "
+                    f"maps to {where.key} of shape {tuple(target.shape)}"
+                )
+            target.copy_(tensor.to(target.dtype))
+
+
+def checked_config(layer: str, **config) -> dict:
+    """The config with defaults filled in, or a ValueError naming the bad parameter."""
+    return reference.spec(layer).normalize_config(config)
+
+
+def channel_axis_shape(channels: int, channel_dim: int, ndim: int) -> tuple[int, ...]:
+    """Shape that broadcasts a per-channel vector along ``channel_dim`` of an ``ndim`` tensor."""
+    shape = [1] * ndim
+    shape[channel_dim] = channels
+    return tuple(shape)
+
+
+def check_channels(layer: str, x: torch.Tensor, channel_dim: int, channels: int) -> None:
+    if x.ndim < 2 or not -x.ndim <= channel_dim < x.ndim or x.shape[channel_dim] != channels:
+        raise ValueError(f"{layer}: inputs shape {tuple(x.shape)} must have {channels} channels on dim {channel_dim}")

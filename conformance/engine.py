@@ -125,12 +125,25 @@ def expected_output(case: Case, arrays=None) -> np.ndarray:
     return reference.forward(case.layer, *inputs, weights=weights, **case.config)
 
 
-def run_case(candidate: Candidate, case: Case, arrays=None, expected: np.ndarray | None = None) -> CaseRun:
-    """Build, list weights, load, run and compare one case. Stops at the first failing step."""
+def run_case(
+    candidate: Candidate,
+    case: Case,
+    arrays=None,
+    expected: np.ndarray | None = None,
+    expected_weights: Mapping[str, tuple[int, ...]] | None = None,
+    repro: str | None = None,
+) -> CaseRun:
+    """Build, list weights, load, run and compare one case; stops at the first failing step.
+
+    By default the expectations come from the reference. A golden fixture passes its stored
+    ``arrays``, ``expected`` output and ``expected_weights`` instead (then ``case.config`` must
+    be complete), so no reference computation runs.
+    """
     impl, spec = candidate.impl, reference.spec(case.layer)
+    from_fixture = expected_weights is not None
     inputs, weights = arrays if arrays is not None else case.arrays()
     where = f"{case.layer} on {impl.name} ({case.dtype})"
-    repro = reproduce_command([candidate.ref], case)
+    repro = repro or reproduce_command([candidate.ref], case)
 
     def outcome(check, status, detail="", **kw):
         text = f"{check}: {where}: {detail}\n  case: {case.describe()}\n  reproduce: {repro}" if status == FAIL else detail
@@ -140,7 +153,12 @@ def run_case(candidate: Candidate, case: Case, arrays=None, expected: np.ndarray
     if reason is not None:
         return CaseRun([outcome("weights", NOT_IMPLEMENTED, reason)], None)
     np_dtype = np.dtype(case.dtype)
-    full_config = reference.validate(case.layer, *case.input_shapes, **case.config)
+    if from_fixture:
+        full_config, want_weights, want = dict(case.config), dict(expected_weights), tuple(expected.shape)
+    else:
+        full_config = reference.validate(case.layer, *case.input_shapes, **case.config)
+        want_weights = reference.weight_shapes(case.layer, *case.input_shapes, **case.config)
+        want = reference.output_shape(case.layer, *case.input_shapes, **case.config)
 
     try:
         built = impl.build(case.layer, full_config, tuple(case.input_shapes), case.dtype)
@@ -150,25 +168,24 @@ def run_case(candidate: Candidate, case: Case, arrays=None, expected: np.ndarray
         return CaseRun([outcome("weights", FAIL, f"build raised {_exception(exc)}")], None)
 
     # Weights: exact name-set equality and shapes.
-    expected_shapes = {k: tuple(v) for k, v in reference.weight_shapes(case.layer, *case.input_shapes, **case.config).items()}
+    want_weights = {k: tuple(v) for k, v in want_weights.items()}
     try:
         got_shapes = {str(k): tuple(int(d) for d in v) for k, v in built.weight_shapes().items()}
     except Exception as exc:  # noqa: BLE001
         return CaseRun([outcome("weights", FAIL, f"weight_shapes() raised {_exception(exc)}")], None)
-    diff = weight_diff(expected_shapes, got_shapes)
+    diff = weight_diff(want_weights, got_shapes)
     if diff:
         return CaseRun([outcome("weights", FAIL, diff)], None)
-    outcomes = [outcome("weights", PASS, f"{len(expected_shapes)} weights match")]
+    outcomes = [outcome("weights", PASS, f"{len(want_weights)} weights match")]
 
     try:
-        built.load_weights({k: v.astype(np_dtype) for k, v in weights.items()})
-        raw = built.forward(*(to_layout(x.astype(np_dtype), i.kind, impl.layout) for x, i in zip(inputs, spec.inputs)))
+        built.load_weights({k: np.asarray(v).astype(np_dtype) for k, v in weights.items()})
+        raw = built.forward(*(to_layout(np.asarray(x).astype(np_dtype), i.kind, impl.layout) for x, i in zip(inputs, spec.inputs)))
         raw = np.asarray(raw)
     except Exception as exc:  # noqa: BLE001
         outcomes.append(outcome("output shape", FAIL, f"load_weights/forward raised {_exception(exc)}"))
         return CaseRun(outcomes, None)
 
-    want = reference.output_shape(case.layer, *case.input_shapes, **case.config)
     want_in_layout = _layout_shape(want, spec.output_kind, impl.layout)
     if tuple(raw.shape) != want_in_layout:
         layout_note = f" in {impl.layout} layout" if want_in_layout != want else ""

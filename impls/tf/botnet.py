@@ -80,7 +80,8 @@ class MHSAWithPositionEmbedding(keras.layers.Layer):
 
         logits = ops.matmul(ops.reshape(query, (-1, self.num_heads, tokens, self.key_dim)), ops.transpose(key, (0, 1, 3, 2)))
         logits = logits + ops.reshape(self._position_logits(query), (-1, self.num_heads, tokens, tokens))
-        attention = ops.softmax(logits, axis=-1)
+        # Over a single key the softmax is exactly 1 (and Keras warns about a size-1 softmax axis).
+        attention = ops.softmax(logits, axis=-1) if tokens > 1 else ops.ones_like(logits)
         if self.attention_dropout is not None:
             attention = self.attention_dropout(attention, training=training)
         attended = ops.transpose(ops.matmul(attention, value), (0, 2, 1, 3))

@@ -1,0 +1,185 @@
+"""``attnconf``: check implementations, manage golden fixtures, generate the layer docs.
+
+    attnconf check [--impl SPEC ...] [--layers NAME ...] [--report FILE.json|FILE.md]
+    attnconf fixtures regenerate | verify | check --impl SPEC
+    attnconf docs [--check]
+
+Exit status: 0 when everything checked passed, 1 on any failure, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import reference
+
+PROFILES = {"ci": (10, True), "thorough": (200, False)}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attnconf", description="Conformance suite for the keras_cv_attention_models (2021) attention layers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("check", help="check implementations against the reference and each other")
+    check.add_argument("--impl", action="append", metavar="SPEC", help="tf, torch, numpy or module:attribute (repeatable; default: tf and torch)")
+    check.add_argument("--layers", nargs="+", metavar="NAME", help="layers to check (default: all)")
+    check.add_argument("--dtypes", nargs="+", metavar="DTYPE", help="dtypes to check (default: float32 float64)")
+    check.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="ci: deterministic, 10 drawn cases per layer and dtype; thorough: random, 200")
+    check.add_argument("--examples", type=int, metavar="N", help="drawn cases per layer and dtype (overrides the profile)")
+    check.add_argument("--no-cross", action="store_true", help="skip the implementation-vs-implementation comparison")
+    check.add_argument("--strict", action="store_true", help="count 'not implemented' as a failure")
+    check.add_argument("--case", metavar="JSON", help="run exactly this case (as printed in a failure's reproduce command)")
+    check.add_argument("--report", metavar="FILE", type=Path, help="also write the report to FILE (.json or .md)")
+
+    fixtures = commands.add_parser("fixtures", help="golden fixtures")
+    fixtures.add_argument("action", choices=("regenerate", "verify", "check"))
+    fixtures.add_argument("--dir", type=Path, help="fixtures folder (default: the checkout's fixtures/)")
+    fixtures.add_argument("--impl", action="append", metavar="SPEC", help="for check: implementations (default: tf and torch)")
+    fixtures.add_argument("--only", nargs="+", metavar="NAME", help="for check: only these fixtures (e.g. mlp_block/small_gelu)")
+
+    docs = commands.add_parser("docs", help="write docs/layers.md from the layer specs")
+    docs.add_argument("--check", action="store_true", help="fail if the file is not up to date instead of writing it")
+    docs.add_argument("--output", type=Path, help="where to write (default: docs/layers.md of this checkout)")
+    return parser
+
+
+def _candidates(specs: list[str] | None):
+    from conformance.contract import load_implementation
+    from conformance.engine import Candidate
+
+    return [Candidate(s, load_implementation(s)) for s in (specs or ["tf", "torch"])]
+
+
+def _usage(message: str) -> int:
+    print(f"attnconf: error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_check(args) -> int:
+    from conformance import report
+    from conformance.cases import Case
+    from conformance.engine import NOT_IMPLEMENTED
+    from conformance.runner import CheckSettings, check
+    from conformance.tolerances import DTYPES
+
+    layers = args.layers or list(reference.names())
+    unknown = [l for l in layers if l not in reference.names()]
+    if unknown:
+        return _usage(f"unknown layer(s) {unknown}; the layers are: {', '.join(reference.names())}")
+    dtypes = tuple(args.dtypes or DTYPES)
+    if any(d not in DTYPES for d in dtypes):
+        return _usage(f"dtypes must be among {DTYPES}")
+    examples, derandomize = PROFILES[args.profile]
+    opts = CheckSettings(examples=args.examples or examples, derandomize=derandomize, dtypes=dtypes, cross=not args.no_cross)
+    candidates = _candidates(args.impl)
+    case = None
+    if args.case:
+        try:
+            case = Case.from_json(args.case)
+            reference.validate(case.layer, *case.input_shapes, **case.config)
+        except (ValueError, KeyError) as exc:
+            return _usage(f"--case: {exc}")
+        dtypes = (case.dtype,)
+
+    impl_names = [c.name for c in candidates]
+    print(f"attnconf check: spec {reference.SPEC_VERSION}; implementations {', '.join(f'{c.name} ({c.ref})' for c in candidates)}; "
+          f"{len(layers) if case is None else 1} layer(s); dtypes {', '.join(dtypes)}; {opts.examples} drawn cases per layer and dtype", file=sys.stderr)
+    result = check(candidates, layers, opts, only_case=case)
+    if case is not None:
+        print(_case_details(result))
+    print(report.text(result, dtypes))
+    if args.report:
+        settings = {"profile": args.profile, "examples": opts.examples, "derandomize": opts.derandomize, "cross": opts.cross, "layers": layers}
+        if args.report.suffix == ".json":
+            args.report.write_text(report.as_json(result, dtypes, impl_names, settings), encoding="utf-8")
+        else:
+            args.report.write_text(report.markdown(result, dtypes, impl_names), encoding="utf-8")
+        print(f"report written to {args.report}", file=sys.stderr)
+    not_implemented = any(t.status == NOT_IMPLEMENTED for t in result.tallies.values())
+    return 1 if result.failed or (args.strict and not_implemented) else 0
+
+
+def _case_details(result) -> str:
+    lines = []
+    for (layer, subject, check, dtype), tally in sorted(result.tallies.items()):
+        outcome = tally.first_failure or tally.worst
+        detail = outcome.detail if outcome is not None else tally.status
+        lines.append(f"{check} [{subject}, {dtype}]: {tally.status}: {detail}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_fixtures(args) -> int:
+    from conformance import fixtures
+
+    directory = args.dir or fixtures.default_dir()
+    if args.action == "regenerate":
+        generated = fixtures.regenerate(directory)
+        size = fixtures.folder_size(directory)
+        print(f"wrote {len(generated)} fixtures and {fixtures.MANIFEST} to {directory} ({size / 1e6:.2f} MB)")
+        if size > fixtures.SIZE_BUDGET_BYTES:
+            print(f"attnconf: fixtures use {size} bytes, over the {fixtures.SIZE_BUDGET_BYTES}-byte budget", file=sys.stderr)
+            return 1
+        return 0
+    if args.action == "verify":
+        problems, notes = fixtures.verify(directory)
+        for note in notes:
+            print(f"note: {note}")
+        for problem in problems:
+            print(f"FAIL: {problem}")
+        count = len(fixtures.load_manifest(directory).get("fixtures", [])) if (directory / fixtures.MANIFEST).is_file() else 0
+        print(f"{count} fixtures in {directory}: " + ("verified" if not problems else f"{len(problems)} problem(s)"))
+        return 1 if problems else 0
+    from conformance.engine import FAIL, NOT_IMPLEMENTED, PASS
+
+    failed = False
+    for candidate in _candidates(args.impl):
+        outcomes = fixtures.check_implementation(candidate, directory, args.only)
+        by_fixture: dict[tuple[str, str], list] = {}
+        for o in outcomes:
+            by_fixture.setdefault((o.case.label, o.dtype), []).append(o)
+        for (name, dtype), group in by_fixture.items():
+            status = FAIL if any(o.status == FAIL for o in group) else NOT_IMPLEMENTED if all(o.status == NOT_IMPLEMENTED for o in group) else PASS
+            numerics = next((o for o in group if o.comparison is not None), None)
+            extra = f" {numerics.comparison.max_abs:.1e} ({numerics.comparison.tolerance_used:.1%} of tolerance)" if numerics else ""
+            print(f"{candidate.name:8s} {dtype:8s} {name:50s} {status}{extra}")
+            for o in group:
+                if o.status == FAIL:
+                    failed = True
+                    print(o.detail)
+    return 1 if failed else 0
+
+
+def cmd_docs(args) -> int:
+    from conformance import docs
+
+    target = args.output or docs.default_path()
+    text = docs.render()
+    if args.check:
+        current = target.read_text(encoding="utf-8") if target.is_file() else ""
+        if current != text:
+            print(f"{target} is out of date; run: attnconf docs", file=sys.stderr)
+            return 1
+        print(f"{target} is up to date")
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    print(f"wrote {target}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"check": cmd_check, "fixtures": cmd_fixtures, "docs": cmd_docs}[args.command](args)
+    except Exception as exc:  # contract or import problems: one clear line, not a traceback
+        from conformance.contract import ContractError
+
+        if isinstance(exc, (ContractError, ImportError)):
+            return _usage(str(exc))
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

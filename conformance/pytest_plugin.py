@@ -1,0 +1,110 @@
+"""pytest plugin (registered as ``attnconf`` through the ``pytest11`` entry point).
+
+Options, each with an environment variable for CI systems:
+
+``--impl SPEC`` / ``ATTNCONF_IMPL`` (comma-separated)
+    Implementations to check: ``tf``, ``torch``, ``numpy`` or ``module:attribute``.
+    Repeatable. Default: ``tf`` and ``torch``.
+``--attnconf-profile {ci,thorough}`` / ``ATTNCONF_PROFILE``
+    ``ci`` (default): deterministic (derandomized, no example database), few examples.
+    ``thorough``: random, many examples, with Hypothesis' example database.
+``--examples N`` / ``ATTNCONF_EXAMPLES``
+    Hypothesis examples per test, overriding the profile's count.
+
+The profile applies to every Hypothesis test of the run unless ``--hypothesis-profile`` is given.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from conformance.contract import load_implementation
+from conformance.engine import Candidate
+
+DEFAULT_IMPLS = ("tf", "torch")
+PROFILE_EXAMPLES = {"ci": 10, "thorough": 200}
+_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
+
+
+def register_profiles(examples: int | None = None) -> None:
+    settings.register_profile(
+        "attnconf-ci",
+        max_examples=examples or PROFILE_EXAMPLES["ci"],
+        derandomize=True,
+        database=None,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=_SUPPRESSED,
+    )
+    settings.register_profile(
+        "attnconf-thorough",
+        max_examples=examples or PROFILE_EXAMPLES["thorough"],
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=_SUPPRESSED,
+    )
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("attnconf", "attention-layer conformance")
+    group.addoption("--impl", action="append", default=None, metavar="SPEC", help="implementation to check: tf, torch, numpy or module:attribute (repeatable)")
+    group.addoption("--attnconf-profile", choices=sorted(PROFILE_EXAMPLES), default=None, help="ci (deterministic, default) or thorough")
+    group.addoption("--examples", type=int, default=None, metavar="N", help="Hypothesis examples per test")
+
+
+def pytest_configure(config):
+    examples = config.getoption("examples") or (int(os.environ["ATTNCONF_EXAMPLES"]) if os.environ.get("ATTNCONF_EXAMPLES") else None)
+    register_profiles(examples)
+    if config.getoption("hypothesis_profile", None) is None:
+        profile = config.getoption("attnconf_profile") or os.environ.get("ATTNCONF_PROFILE", "ci")
+        if profile not in PROFILE_EXAMPLES:
+            raise pytest.UsageError(f"ATTNCONF_PROFILE={profile!r}: must be one of {sorted(PROFILE_EXAMPLES)}")
+        settings.load_profile(f"attnconf-{profile}")
+
+
+def requested_impls(config) -> tuple[list[str], bool]:
+    """The implementation specs to check, and whether they were asked for explicitly."""
+    given = config.getoption("impl")
+    if given:
+        return [s for item in given for s in item.split(",") if s], True
+    env = os.environ.get("ATTNCONF_IMPL")
+    if env:
+        return [s for s in env.split(",") if s], True
+    return list(DEFAULT_IMPLS), False
+
+
+_CANDIDATES: dict[str, Candidate | str] = {}
+
+
+def candidate(ref: str, explicit: bool) -> Candidate:
+    """Load once per session. A default implementation whose framework is missing is skipped;
+    one asked for explicitly that fails to load is an error."""
+    if ref not in _CANDIDATES:
+        try:
+            _CANDIDATES[ref] = Candidate(ref, load_implementation(ref))
+        except ImportError as exc:
+            if explicit:
+                raise
+            _CANDIDATES[ref] = f"{ref}: cannot import ({exc})"
+    loaded = _CANDIDATES[ref]
+    if isinstance(loaded, str):
+        pytest.skip(loaded)
+    return loaded
+
+
+def pytest_generate_tests(metafunc):
+    if "impl_ref" in metafunc.fixturenames:
+        refs, _ = requested_impls(metafunc.config)
+        metafunc.parametrize("impl_ref", refs)
+    if "impl_pair" in metafunc.fixturenames:
+        refs, _ = requested_impls(metafunc.config)
+        pairs = [(a, b) for i, a in enumerate(refs) for b in refs[i + 1 :]]
+        metafunc.parametrize("impl_pair", pairs, ids=[f"{a}-vs-{b}" for a, b in pairs])
+
+
+@pytest.fixture(scope="session")
+def impl_explicit(request) -> bool:
+    return requested_impls(request.config)[1]

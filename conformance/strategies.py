@@ -1,0 +1,51 @@
+"""Hypothesis strategies for conformance cases, one concern each.
+
+Configs and input shapes are drawn through each layer's own declaration
+(``LayerSpec.draw_config`` and ``LayerSpec.sample_input_shapes``), so every config parameter
+is exercised within its domain and shapes respect each layer's rules. Inputs and weights
+come from a drawn seed (see ``conformance.cases.draw_arrays``).
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+import reference
+from conformance.cases import Case
+
+
+class HypothesisDraw:
+    """``reference._spec.Draw`` backed by a Hypothesis ``draw`` function."""
+
+    def __init__(self, draw):
+        self._draw = draw
+
+    def integer(self, label, low, high):
+        return self._draw(st.integers(low, high))
+
+    def choice(self, label, options):
+        return self._draw(st.sampled_from(tuple(options)))
+
+    def real(self, label, low, high):
+        return self._draw(st.floats(low, high, allow_nan=False, allow_infinity=False))
+
+
+@st.composite
+def configs(draw, layer: str) -> dict:
+    return reference.spec(layer).draw_config(HypothesisDraw(draw))
+
+
+@st.composite
+def input_shapes(draw, layer: str, config: dict) -> tuple[tuple[int, ...], ...]:
+    return tuple(reference.spec(layer).sample_input_shapes(config, HypothesisDraw(draw)))
+
+
+def seeds():
+    return st.integers(0, 2**32 - 1)
+
+
+@st.composite
+def cases(draw, layer: str, dtype: str) -> Case:
+    config = draw(configs(layer))
+    shapes = draw(input_shapes(layer, config))
+    return Case(layer, config, shapes, draw(seeds()), dtype)

@@ -1,0 +1,59 @@
+"""Deliberately broken implementations: the harness must report each one failing, and why.
+
+Each wraps the reference-backed ``numpy`` implementation and breaks one thing, the way real
+ports go wrong.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conformance.numpy_impl import ReferenceImplementation, ReferenceLayer
+
+RENAMED_SUFFIX = "_renamed"
+
+
+class _MisnamedLayer(ReferenceLayer):
+    """Lists its first weight under a wrong name (a typo in a weight-name mapping)."""
+
+    def weight_shapes(self):
+        shapes = super().weight_shapes()
+        first = next(iter(shapes))
+        return {(k + RENAMED_SUFFIX if k == first else k): v for k, v in shapes.items()}
+
+
+class _TransposedLayer(ReferenceLayer):
+    """Forgets the transpose of its first matrix (a Linear weight mapped without ``.T``): it
+    reports that weight's shape reversed and uses the matrix transposed. A square matrix
+    then passes the shape check and must be caught by numerics."""
+
+    def _matrix(self):
+        return next(k for k, v in super().weight_shapes().items() if len(v) == 2)
+
+    def weight_shapes(self):
+        matrix = self._matrix()
+        return {k: (tuple(reversed(v)) if k == matrix else v) for k, v in super().weight_shapes().items()}
+
+    def load_weights(self, weights):
+        matrix = self._matrix()
+        super().load_weights({k: (np.asarray(v).T if k == matrix else v) for k, v in weights.items()})
+
+
+class _OffByLayer(ReferenceLayer):
+    """Adds 1e-3 to every output element."""
+
+    def forward(self, *inputs):
+        return super().forward(*inputs) + np.asarray(1e-3, self.dtype)
+
+
+class _Broken(ReferenceImplementation):
+    def __init__(self, name, layer_class):
+        self.name, self._layer_class = name, layer_class
+
+    def build(self, layer, config, input_shapes, dtype):
+        return self._layer_class(layer, config, input_shapes, dtype)
+
+
+misnamed_weight = _Broken("misnamed", _MisnamedLayer)
+transposed_weight = _Broken("transposed", _TransposedLayer)
+off_by_1e3 = _Broken("off_by_1e-3", _OffByLayer)

@@ -284,6 +284,9 @@ class LayerSpec:
     examples: tuple[Example, ...] = ()
     rejections: tuple[Rejection, ...] = ()
     sample_config: Callable[[Draw], dict] | None = None
+    check_config: Callable[[Mapping[str, Any]], None] | None = None
+    """Rules between parameters that need no input shape; run whenever a config is normalised,
+    so implementations can reject at construction."""
     notes: tuple[str, ...] = field(default=())
 
     def __post_init__(self):
@@ -310,7 +313,10 @@ class LayerSpec:
         for name, value in full.items():
             if value is REQUIRED:
                 raise DomainError(f"{self.name}: config parameter {name!r} is required ({known[name].domain.describe()})")
-        return {name: known[name].domain.check(self.name, name, value) for name, value in full.items()}
+        normalized = {name: known[name].domain.check(self.name, name, value) for name, value in full.items()}
+        if self.check_config is not None:
+            self.check_config(normalized)
+        return normalized
 
     def draw_config(self, draw: Draw) -> dict[str, Any]:
         if self.sample_config is not None:

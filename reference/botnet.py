@@ -7,7 +7,7 @@ import numpy as np
 from reference import _sampling
 from reference._errors import reject
 from reference._ops import softmax
-from reference._spec import Boolean, Example, Input, Integer, LayerSpec, Maybe, Param, Real, Rejection, Weight, kernel, vector
+from reference._spec import Boolean, Example, Input, Integer, LayerSpec, Maybe, Param, Real, Rejection, Weight, kernel, no_extra_check, vector
 
 
 def relative_table(table: np.ndarray, size: int) -> np.ndarray:
@@ -101,7 +101,7 @@ def _weights(config, input_shape):
     return weights
 
 
-def _check(config, input_shape):
+def _check_config(config):
     embed = config["num_heads"] * config["key_dim"]
     if config["out_shape"] is not None and not config["out_weight"] and config["out_shape"] != embed:
         reject(
@@ -146,7 +146,8 @@ MHSA_WITH_POSITION_EMBEDDING = LayerSpec(
     forward=mhsa_with_position_embedding,
     weights=_weights,
     output_shape=lambda config, shape: (*shape[:3], _output_channels(config)),
-    check=_check,
+    check=no_extra_check,
+    check_config=_check_config,
     sample_input_shapes=lambda config, draw: (_sampling.feature_map(draw),),
     sample_config=_sample_config,
     examples=(

@@ -49,18 +49,20 @@ class KerasImplementation:
 
     def build(self, layer: str, config: Mapping[str, Any], input_shapes, dtype: str) -> KerasLayer:
         target = getattr(attention_layers, layer)
-        previous_policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(dtype)  # blocks create their Keras layers with the global policy
-        try:
-            inputs = [keras.Input(shape=tuple(s[1:]), dtype=dtype) for s in input_shapes]
-            if reference.spec(layer).kind == "layer":
-                instance = target(**config, dtype=dtype)
-                outputs, prefix = instance(*inputs), instance.name + "/"
-            else:
+        inputs = [keras.Input(shape=tuple(s[1:]), dtype=dtype) for s in input_shapes]
+        if reference.spec(layer).kind == "layer":
+            # Only the layer's own dtype argument, as a user would build it: a sublayer that
+            # ignores it must show up as float32 error.
+            instance = target(**config, dtype=dtype)
+            outputs, prefix = instance(*inputs), instance.name + "/"
+        else:
+            previous_policy = keras.config.dtype_policy()
+            keras.config.set_dtype_policy(dtype)  # blocks take no dtype: their layers use the global policy
+            try:
                 outputs, prefix = target(*inputs, **config, name=BLOCK_PREFIX), BLOCK_PREFIX
-            model = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs)
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
+            finally:
+                keras.config.set_dtype_policy(previous_policy)
+        model = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs)
         return KerasLayer(model, prefix)
 
 

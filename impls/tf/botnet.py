@@ -52,7 +52,7 @@ class MHSAWithPositionEmbedding(keras.layers.Layer):
         table_init = keras.initializers.RandomNormal(stddev=self.key_dim**-0.5)
         self.r_width = self.add_weight(name="r_width", shape=(self.key_dim, widths[0]), initializer=table_init)
         self.r_height = self.add_weight(name="r_height", shape=(self.key_dim, widths[1]), initializer=table_init)
-        self.attention_dropout = keras.layers.Dropout(self.attn_dropout) if self.attn_dropout > 0 else None
+        self.attention_dropout = keras.layers.Dropout(self.attn_dropout, dtype=self.dtype_policy) if self.attn_dropout > 0 else None
 
     def _position_logits(self, query):
         """``query [B, heads, H, W, d]`` -> ``[B, heads, H, W, H, W]``."""

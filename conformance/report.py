@@ -90,7 +90,8 @@ def text(result: RunResult, dtypes: tuple[str, ...]) -> str:
 def legend(dtypes) -> str:
     tols = ", ".join(f"{d}: {tolerance('', d).describe()}" for d in dtypes)
     return (
-        "ok N: N cases passed. Numerics cells: largest abs error (how many times below the tolerance).\n"
+        "ok N: N cases passed. Numerics cells: the largest abs error of the case that came closest to\n"
+        "its tolerance, and how many times below the tolerance it stayed.\n"
         "n/i: not implemented (never a pass). Cross rows compare two implementations on the same weights.\n"
         f"Tolerances: {tols}."
     )

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference
+from conformance import strategies
 
 NAMES = reference.names()
 
@@ -215,30 +216,10 @@ def test_wrong_number_of_inputs_is_rejected(name):
 # Configurations drawn by the spec's own sampler
 
 
-class HypothesisDraw:
-    """The reference's ``Draw`` protocol (reference/_spec.py) backed by Hypothesis."""
-
-    def __init__(self, data):
-        self._data = data
-
-    def integer(self, label, low, high):
-        return self._data.draw(st.integers(min_value=low, max_value=high), label=label)
-
-    def choice(self, label, options):
-        return self._data.draw(st.sampled_from(tuple(options)), label=label)
-
-    def real(self, label, low, high):
-        # Real domains are half-open [minimum, maximum) by default, so the top is excluded.
-        strategy = st.floats(min_value=low, max_value=high, exclude_max=True, allow_nan=False, allow_infinity=False)
-        return self._data.draw(strategy, label=label)
-
-
 def draw_case(data, name):
-    layer = reference.spec(name)
-    draw = HypothesisDraw(data)
-    config = layer.draw_config(draw)
-    shapes = layer.sample_input_shapes(config, draw)
-    return config, shapes
+    # The conformance suite's strategies draw through the spec's own samplers.
+    config = data.draw(strategies.configs(name), label="config")
+    return config, data.draw(strategies.input_shapes(name, config), label="input shapes")
 
 
 @pytest.mark.parametrize("name", NAMES)

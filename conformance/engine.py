@@ -7,9 +7,10 @@ ends with one command that reproduces it.
 
 from __future__ import annotations
 
+import json
 import shlex
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -22,8 +23,6 @@ from conformance.tolerances import Tolerance, tolerance
 from reference._spec import REQUIRED, is_feature_map
 
 PASS, FAIL, NOT_IMPLEMENTED = "pass", "fail", "not implemented"
-
-CHECKS = ("weights", "output shape", "numerics", "rejects", "cross")
 
 
 @dataclass(frozen=True)
@@ -48,11 +47,6 @@ class Outcome:
     detail: str = ""
     case: Case | None = None
     comparison: Comparison | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def failed(self) -> bool:
-        return self.status == FAIL
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -62,7 +56,7 @@ class Outcome:
             "dtype": self.dtype,
             "status": self.status,
             "detail": self.detail,
-            "case": None if self.case is None else _json_case(self.case),
+            "case": None if self.case is None else json.loads(self.case.to_json()),
         }
         if self.comparison is not None:
             c = self.comparison
@@ -76,12 +70,6 @@ class Outcome:
                 "rtol": c.tolerance.rtol,
             }
         return data
-
-
-def _json_case(case: Case) -> dict[str, Any]:
-    import json
-
-    return json.loads(case.to_json())
 
 
 def reproduce_command(impl_refs: Sequence[str], case: Case) -> str:

@@ -14,12 +14,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
 
-import reference
 from conformance import strategies
 from conformance.cases import Case, example_cases
-from conformance.engine import FAIL, NOT_IMPLEMENTED, PASS, Candidate, Outcome, run_case, run_cross, run_rejections
+from conformance.engine import FAIL, NOT_IMPLEMENTED, PASS, Candidate, Outcome, expected_output, run_case, run_cross, run_rejections
 from conformance.tolerances import DTYPES
 
 
@@ -95,8 +94,6 @@ class _Stop(Exception):
 
 def run_one_case(candidates: list[Candidate], case: Case, cross: bool) -> list[Outcome]:
     """All candidates on one case (shared inputs, weights and reference output), then every pair."""
-    from conformance.engine import expected_output
-
     arrays = case.arrays()
     expected = expected_output(case, arrays)
     runs = {c.ref: run_case(c, case, arrays, expected) for c in candidates if case.dtype in c.impl.dtypes}

@@ -30,22 +30,18 @@ _SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.fun
 
 
 def register_profiles(examples: int | None = None) -> None:
-    settings.register_profile(
-        "attnconf-ci",
-        max_examples=examples or PROFILE_EXAMPLES["ci"],
-        derandomize=True,
-        database=None,
-        deadline=None,
-        print_blob=True,
-        suppress_health_check=_SUPPRESSED,
-    )
-    settings.register_profile(
-        "attnconf-thorough",
-        max_examples=examples or PROFILE_EXAMPLES["thorough"],
-        deadline=None,
-        print_blob=True,
-        suppress_health_check=_SUPPRESSED,
-    )
+    # ci: the same cases on every run and no example database; thorough: fresh random cases,
+    # remembering failures in Hypothesis' database.
+    deterministic = {"ci": {"derandomize": True, "database": None}, "thorough": {}}
+    for profile, options in deterministic.items():
+        settings.register_profile(
+            f"attnconf-{profile}",
+            max_examples=examples or PROFILE_EXAMPLES[profile],
+            deadline=None,
+            print_blob=True,
+            suppress_health_check=_SUPPRESSED,
+            **options,
+        )
 
 
 def pytest_addoption(parser):

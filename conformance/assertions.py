@@ -20,4 +20,4 @@ def assert_conforms(outcomes: Iterable[Outcome]) -> None:
     not_implemented = [o for o in outcomes if o.status == NOT_IMPLEMENTED]
     if not_implemented:
         o = not_implemented[0]
-        pytest.skip(f"not implemented: {o.layer} on {o.impl}: {o.detail}")
+        pytest.skip(reason=f"not implemented: {o.layer} on {o.impl}: {o.detail}")

@@ -87,7 +87,7 @@ def candidate(ref: str, explicit: bool) -> Candidate:
             _CANDIDATES[ref] = f"{ref}: cannot import ({exc})"
     loaded = _CANDIDATES[ref]
     if isinstance(loaded, str):
-        pytest.skip(loaded)
+        pytest.skip(reason=loaded)
     return loaded
 
 

@@ -22,7 +22,7 @@ LAYERS = reference.names()
 
 def _runs_dtype(impl, dtype):
     if dtype not in impl.dtypes:
-        pytest.skip(f"not implemented: {impl.name} does not declare dtype {dtype}")
+        pytest.skip(reason=f"not implemented: {impl.name} does not declare dtype {dtype}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -51,7 +51,7 @@ def test_rejects_out_of_domain(impl_ref, impl_explicit, layer):
     """Every documented out-of-domain config or shape raises ValueError."""
     impl = candidate(impl_ref, impl_explicit)
     if layer in dict(impl.impl.not_implemented()):
-        pytest.skip(f"not implemented: {layer} on {impl.name}")
+        pytest.skip(reason=f"not implemented: {layer} on {impl.name}")
     assert_conforms(run_rejections(impl, layer))
 
 
@@ -83,5 +83,5 @@ def test_golden_fixtures(impl_ref, impl_explicit, fixture_name):
     impl = candidate(impl_ref, impl_explicit)
     outcomes = fixture_outcomes(impl, fixture_name)
     if outcomes and all(o.status == NOT_IMPLEMENTED for o in outcomes):
-        pytest.skip(f"not implemented: {outcomes[0].detail}")
+        pytest.skip(reason=f"not implemented: {outcomes[0].detail}")
     assert_conforms(outcomes)

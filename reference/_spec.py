@@ -190,6 +190,7 @@ TENSOR_KINDS = {
     "feature_map": "[batch, height, width, channels]",
     "tokens": "[batch, tokens, channels]",
     "channels_last": "channels on the last axis; rank 4 is a feature map [batch, height, width, channels]",
+    "per_head": "[batch, heads, tokens, channels per head]; the same in every layout (channels-first implementations receive it unchanged)",
 }
 
 
@@ -350,7 +351,7 @@ class LayerSpec:
         return full, shapes
 
 
-_RANKS = {"feature_map": (4,), "tokens": (3,), "channels_last": (2, 3, 4)}
+_RANKS = {"feature_map": (4,), "tokens": (3,), "channels_last": (2, 3, 4), "per_head": (4,)}
 
 
 def _check_rank(layer: str, spec_input: Input, shape: Shape) -> None:

@@ -2,11 +2,25 @@
 
 Replace ``from keras_cv_attention_models import attention_layers`` with
 ``from impls.tf import attention_layers`` and the README's examples run unchanged.
+
+Each family module (``impls/tf/<family>.py``, named as in ``reference/``) lists its public layers
+and blocks in ``__all__``; this namespace gathers them in the README's family order, so a new
+family needs no edit here.
 """
 
-from impls.tf.botnet import MHSAWithPositionEmbedding
-from impls.tf.mlp_mixer import mlp_block
-from impls.tf.res_mlp import ChannelAffine
-from impls.tf.volo import BiasLayer
+from __future__ import annotations
 
-__all__ = ["BiasLayer", "ChannelAffine", "MHSAWithPositionEmbedding", "mlp_block"]
+import importlib
+import importlib.util
+
+from reference._registry import README_FAMILY_ORDER
+
+__all__: list[str] = []
+
+for _family in README_FAMILY_ORDER:
+    if importlib.util.find_spec(f"impls.tf.{_family}") is None:
+        continue
+    _module = importlib.import_module(f"impls.tf.{_family}")
+    for _name in _module.__all__:
+        globals()[_name] = getattr(_module, _name)
+        __all__.append(_name)

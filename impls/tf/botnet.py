@@ -97,3 +97,6 @@ class MHSAWithPositionEmbedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), **self._spec_config}
+
+
+__all__ = ["MHSAWithPositionEmbedding"]

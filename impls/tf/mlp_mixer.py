@@ -19,3 +19,6 @@ def mlp_block(inputs, hidden_dim, activation="gelu", name=None):
     hidden = keras.layers.Dense(config["hidden_dim"], name=name and name + "Dense_0")(inputs)
     hidden = keras.layers.Activation(_activations.get(config["activation"]), name=name and name + config["activation"])(hidden)
     return keras.layers.Dense(inputs.shape[-1], name=name and name + "Dense_1")(hidden)
+
+
+__all__ = ["mlp_block"]

@@ -35,3 +35,6 @@ class ChannelAffine(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), **self._spec_config()}
+
+
+__all__ = ["ChannelAffine"]

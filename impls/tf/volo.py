@@ -20,3 +20,6 @@ class BiasLayer(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+__all__ = ["BiasLayer"]

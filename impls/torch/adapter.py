@@ -13,17 +13,7 @@ import numpy as np
 import torch
 
 import reference
-from impls.torch.botnet import MHSAWithPositionEmbedding
-from impls.torch.mlp_mixer import MlpBlock
-from impls.torch.res_mlp import ChannelAffine
-from impls.torch.volo import BiasLayer
-
-MODULES = {
-    "MHSAWithPositionEmbedding": MHSAWithPositionEmbedding,
-    "mlp_block": MlpBlock,
-    "ChannelAffine": ChannelAffine,
-    "BiasLayer": BiasLayer,
-}
+from impls.torch import MODULES
 
 
 class TorchLayer:

@@ -116,3 +116,8 @@ class MHSAWithPositionEmbedding(CanonicalWeights):
         reference.validate("MHSAWithPositionEmbedding", input_shape, **config)
         _, height, width, channels = input_shape
         return cls(channels, (height, width), **config)
+
+
+MODULES = {"MHSAWithPositionEmbedding": MHSAWithPositionEmbedding}
+"""Canonical layer name -> module class (with ``from_canonical``), gathered by ``impls.torch.adapter``."""
+__all__ = ["MHSAWithPositionEmbedding"]

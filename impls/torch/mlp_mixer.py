@@ -52,3 +52,8 @@ class MlpBlock(CanonicalWeights):
     def from_canonical(cls, config, input_shape):
         reference.validate("mlp_block", input_shape, **config)
         return cls(input_shape[-1], **config)
+
+
+MODULES = {"mlp_block": MlpBlock}
+"""Canonical layer name -> module class (with ``from_canonical``), gathered by ``impls.torch.adapter``."""
+__all__ = ["MlpBlock"]

@@ -34,3 +34,8 @@ class ChannelAffine(CanonicalWeights):
     def from_canonical(cls, config, input_shape):
         reference.validate("ChannelAffine", input_shape, **config)
         return cls(input_shape[-1], channel_dim=1 if len(input_shape) == 4 else -1, **config)
+
+
+MODULES = {"ChannelAffine": ChannelAffine}
+"""Canonical layer name -> module class (with ``from_canonical``), gathered by ``impls.torch.adapter``."""
+__all__ = ["ChannelAffine"]

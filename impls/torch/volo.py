@@ -29,3 +29,8 @@ class BiasLayer(CanonicalWeights):
     def from_canonical(cls, config, input_shape):
         reference.validate("BiasLayer", input_shape, **config)
         return cls(input_shape[-1], channel_dim=1 if len(input_shape) == 4 else -1)
+
+
+MODULES = {"BiasLayer": BiasLayer}
+"""Canonical layer name -> module class (with ``from_canonical``), gathered by ``impls.torch.adapter``."""
+__all__ = ["BiasLayer"]

@@ -211,29 +211,51 @@ def is_feature_map(kind: str, rank: int) -> bool:
     return kind == "feature_map" or (kind == "channels_last" and rank == 4)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Weight:
-    """A canonical weight: name, Keras-layout shape, and the scale tests draw it at.
+    """A canonical weight: name, Keras-layout shape, the scale tests draw it at, and where the
+    2021 code makes them semantics, its initial or fixed value.
 
     ``std`` keeps every activation of order one when weights and inputs are drawn at random,
     which is what the conformance tolerances assume. ``positive`` asks for strictly positive
     values (variances).
+
+    ``initial`` is the value a freshly built layer holds, where the 2021 signature sets it
+    (``zero_gamma``, ``weight_init_value``, BatchNorm's moving statistics): a float for every
+    entry, or an array of ``shape``. ``None`` means the initial value is not semantics (random
+    initialisers). ``fixed`` marks a non-trainable constant that is part of the forward math
+    (the anti-alias blur kernel): tests never draw it at random but always use ``initial``.
     """
 
     name: str
     shape: Shape
     std: float = 1.0
     positive: bool = False
+    initial: float | np.ndarray | None = None
+    fixed: bool = False
+
+    def __post_init__(self):
+        if self.fixed and self.initial is None:
+            raise ValueError(f"weight {self.name}: a fixed weight needs its value in `initial`")
+
+    def initial_value(self) -> np.ndarray | None:
+        """``initial`` as a float64 array of ``shape``, or None."""
+        if self.initial is None:
+            return None
+        return np.broadcast_to(np.asarray(self.initial, dtype=np.float64), self.shape).copy()
 
 
-def kernel(name: str, shape: Sequence[int]) -> Weight:
-    """A weight that is contracted over all but its last axis: drawn at std 1/sqrt(fan_in)."""
+def kernel(name: str, shape: Sequence[int], **options) -> Weight:
+    """A weight that is contracted over all but its last axis: drawn at std 1/sqrt(fan_in).
+    ``options`` are further :class:`Weight` fields."""
     shape = tuple(int(s) for s in shape)
-    return Weight(name, shape, std=1.0 / math.sqrt(max(1, math.prod(shape[:-1]))))
+    return Weight(name, shape, std=1.0 / math.sqrt(max(1, math.prod(shape[:-1]))), **options)
 
 
-def vector(name: str, size: int) -> Weight:
-    return Weight(name, (int(size),), std=1.0)
+def vector(name: str, size: int, **options) -> Weight:
+    """A per-channel weight at std 1; ``options`` are further :class:`Weight` fields
+    (``positive=True, initial=1.0`` for a BatchNorm moving variance)."""
+    return Weight(name, (int(size),), **{"std": 1.0, **options})
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,12 +7,15 @@ The seed fixes the inputs and weights, so a case written as JSON reproduces a ru
 from __future__ import annotations
 
 import json
+import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
 import reference
+from reference._sampling import EDGE_DRAWS
 
 GRIDS = {"float16": np.float16, "float32": np.float32}
 """Drawn values are rounded to one of these so every checked dtype holds them exactly."""
@@ -26,10 +29,12 @@ class Case:
     seed: int
     dtype: str = "float32"
     label: str = field(default="", compare=False)
+    scale: float = 1.0
+    """Inputs are standard normal times ``scale``, a power of two (exact in every dtype)."""
 
     def to_json(self) -> str:
         return json.dumps(
-            {"layer": self.layer, "config": dict(self.config), "input_shapes": [list(s) for s in self.input_shapes], "seed": self.seed, "dtype": self.dtype},
+            {"layer": self.layer, "config": dict(self.config), "input_shapes": [list(s) for s in self.input_shapes], "seed": self.seed, "dtype": self.dtype, "scale": self.scale},
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -43,33 +48,42 @@ class Case:
             input_shapes=tuple(tuple(int(d) for d in s) for s in data["input_shapes"]),
             seed=int(data.get("seed", 0)),
             dtype=data.get("dtype", "float32"),
+            scale=float(data.get("scale", 1.0)),
         )
 
     def describe(self) -> str:
         shapes = ", ".join(str(list(s)) for s in self.input_shapes)
-        return f"{self.layer} {self.dtype} config={dict(self.config)} input shapes={shapes} seed={self.seed}"
+        scale = f" input scale 2^{math.log2(self.scale):g}" if self.scale != 1.0 else ""
+        label = f" ({self.label})" if self.label else ""
+        return f"{self.layer}{label} {self.dtype} config={dict(self.config)} input shapes={shapes} seed={self.seed}{scale}"
 
     def full_config(self) -> dict[str, Any]:
         return reference.validate(self.layer, *self.input_shapes, **self.config)
 
     def arrays(self, grid: str = "float32") -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
         """Inputs then weights, drawn from the seed; float64 arrays holding ``grid`` values."""
-        return draw_arrays(self.layer, self.config, self.input_shapes, self.seed, grid)
+        return draw_arrays(self.layer, self.config, self.input_shapes, self.seed, grid, self.scale)
 
 
-def draw_arrays(layer: str, config, input_shapes, seed: int, grid: str = "float32"):
-    """Standard-normal inputs; each weight at its declared scale (positive ones uniform in
-    ``[0.5, 2] * std``), all rounded to ``grid``. Inputs are drawn before weights, weights in
-    declaration order, so adding a weight to a layer leaves its inputs unchanged."""
+def draw_arrays(layer: str, config, input_shapes, seed: int, grid: str = "float32", scale: float = 1.0):
+    """Standard-normal inputs times ``scale`` (a power of two, so the product stays on the grid);
+    each weight at its declared scale (positive ones uniform in ``[0.5, 2] * std``), all rounded
+    to ``grid``; fixed weights take their declared value. Inputs are drawn before weights,
+    weights in declaration order, so adding a weight to a layer leaves its inputs unchanged."""
+    if not (scale > 0 and math.log2(scale).is_integer()):
+        raise ValueError(f"input scale {scale} must be a power of two")
     rng = np.random.default_rng(seed)
     to_grid = GRIDS[grid]
 
     def on_grid(values: np.ndarray) -> np.ndarray:
         return values.astype(to_grid).astype(np.float64)
 
-    inputs = [on_grid(rng.standard_normal(shape)) for shape in input_shapes]
+    inputs = [on_grid(rng.standard_normal(shape)) * scale for shape in input_shapes]
     weights = {}
     for w in reference.weight_specs(layer, *input_shapes, **config):
+        if w.fixed:
+            weights[w.name] = w.initial_value()
+            continue
         values = rng.uniform(0.5, 2.0, w.shape) if w.positive else rng.standard_normal(w.shape)
         weights[w.name] = on_grid(values * w.std)
     return inputs, weights
@@ -83,3 +97,19 @@ def example_cases(layer: str, dtype: str, fixtures_only: bool = False) -> list[C
         for ex in spec.examples
         if ex.fixture or not fixtures_only
     ]
+
+
+def edge_cases(layer: str, dtype: str) -> list[Case]:
+    """The layer's own samplers asked by every draw of ``reference._sampling.EDGE_DRAWS``: the
+    same handful of corner cases (square and non-square maps, sides of 1, batch 1 and > 1, equal
+    sizes on different axes, the smallest and largest input scales) in every run."""
+    spec = reference.spec(layer)
+    low, high = spec.input_magnitudes
+    cases = []
+    for template in EDGE_DRAWS:
+        draw = template.fresh()
+        config = spec.draw_config(draw)
+        shapes = tuple(tuple(s) for s in spec.sample_input_shapes(config, draw))
+        scale = min(max(template.input_scale, low), high)
+        cases.append(Case(layer, config, shapes, zlib.crc32(f"{layer}/{template.name}".encode()), dtype, label=f"edge: {template.name}", scale=scale))
+    return cases

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import reference
 
-PROFILES = {"ci": (10, True), "thorough": (200, False)}
+PROFILES = {"ci": (25, True), "thorough": (200, False)}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--impl", action="append", metavar="SPEC", help="tf, torch, numpy or module:attribute (repeatable; default: tf and torch)")
     check.add_argument("--layers", nargs="+", metavar="NAME", help="layers to check (default: all)")
     check.add_argument("--dtypes", nargs="+", metavar="DTYPE", help="dtypes to check (default: float32 float64)")
-    check.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="ci: deterministic, 10 drawn cases per layer and dtype; thorough: random, 200")
+    check.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="ci: deterministic, 25 drawn cases per layer and dtype; thorough: random, 200 (both also run every documented example and edge case)")
     check.add_argument("--examples", type=int, metavar="N", help="drawn cases per layer and dtype (overrides the profile)")
     check.add_argument("--no-cross", action="store_true", help="skip the implementation-vs-implementation comparison")
     check.add_argument("--strict", action="store_true", help="count 'not implemented' as a failure")

@@ -23,6 +23,8 @@ class Comparison:
     got_at_max: float
     expected_at_max: float
     tolerance: Tolerance
+    output_scale: float = 1.0
+    """The scale ``atol`` was multiplied by: the root mean square of the expected output."""
 
     @property
     def headroom(self) -> float:
@@ -36,6 +38,8 @@ class Comparison:
             if not self.ok
             else f"all {self.total} elements within {self.tolerance.describe()}"
         )
+        if self.output_scale != 1.0:
+            head += f" (output scale {self.output_scale:.3g})"
         return (
             f"{head}; largest abs diff {self.max_abs:.3g} at {list(self.max_abs_index)} "
             f"(got {self.got_at_max:.9g}, expected {self.expected_at_max:.9g}); "
@@ -44,8 +48,20 @@ class Comparison:
         )
 
 
-def compare(got: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> Comparison:
-    """Compare same-shaped arrays; NaN or infinity anywhere the other side differs is a mismatch."""
+def output_scale(expected: np.ndarray) -> float:
+    """The root mean square of the finite expected values; 1.0 for an all-zero output, where any
+    nonzero error is a real difference."""
+    finite = np.asarray(expected, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    rms = float(np.sqrt(np.mean(finite * finite))) if finite.size else 0.0
+    return rms if rms > 0 else 1.0
+
+
+def compare(got: np.ndarray, expected: np.ndarray, tolerance: Tolerance, scale: float = 1.0) -> Comparison:
+    """Compare same-shaped arrays elementwise, passing where ``|got - expected| <= atol * scale +
+    rtol * |expected|``; NaN or infinity anywhere the other side differs is a mismatch. The
+    conformance checks pass ``scale=output_scale(expected)`` so that ``atol`` means the same at
+    every input magnitude."""
     got = np.asarray(got, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     if got.shape != expected.shape:
@@ -54,13 +70,13 @@ def compare(got: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> Comp
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.where(same_special, 0.0, np.abs(got - expected))
     diff = np.where(np.isnan(diff), np.inf, diff)
-    allowed = tolerance.atol + tolerance.rtol * np.abs(np.where(np.isfinite(expected), expected, 0.0))
+    allowed = tolerance.atol * scale + tolerance.rtol * np.abs(np.where(np.isfinite(expected), expected, 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
         used = diff / allowed
         rel = np.where(diff == 0, 0.0, diff / np.abs(expected))
     bad = used > 1.0
     if got.size == 0:
-        return Comparison(True, 0, 0, 0.0, (), 0.0, (), 0.0, 0.0, 0.0, tolerance)
+        return Comparison(True, 0, 0, 0.0, (), 0.0, (), 0.0, 0.0, 0.0, tolerance, scale)
     i_abs = np.unravel_index(int(np.argmax(diff)), diff.shape)
     i_rel = np.unravel_index(int(np.argmax(rel)), rel.shape)
     return Comparison(
@@ -75,4 +91,5 @@ def compare(got: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> Comp
         got_at_max=float(got[i_abs]),
         expected_at_max=float(expected[i_abs]),
         tolerance=tolerance,
+        output_scale=scale,
     )

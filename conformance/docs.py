@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 
 import reference
@@ -40,6 +41,8 @@ def _layer(spec) -> list[str]:
         out += [f"| `{p.name}` | {'required' if p.default is REQUIRED else f'`{p.default!r}`'} | {p.domain.describe()} | {p.doc} |" for p in spec.params]
         out.append("")
     out += ["Inputs: " + "; ".join(f"`{i.name}` {TENSOR_KINDS[i.kind]}" for i in spec.inputs) + f". Output: {TENSOR_KINDS[spec.output_kind]}.", ""]
+    low, high = spec.input_magnitudes
+    out += [f"Input magnitudes held to tolerance: standard-normal inputs scaled by 2^{math.log2(low):g} to 2^{math.log2(high):g} ({low:.3g} to {high:.3g}).", ""]
     out += ["### Forward", "", inspect.cleandoc(spec.forward.__doc__ or ""), ""]
     out += ["### Examples", ""]
     for ex in spec.examples:

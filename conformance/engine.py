@@ -17,7 +17,7 @@ import numpy as np
 
 import reference
 from conformance.cases import Case
-from conformance.compare import Comparison, compare
+from conformance.compare import Comparison, compare, output_scale
 from conformance.contract import Implementation
 from conformance.tolerances import Tolerance, tolerance
 from reference._spec import REQUIRED, is_feature_map
@@ -184,7 +184,7 @@ def run_case(
     got = from_layout(raw.astype(np.float64), spec.output_kind, impl.layout, len(want))
     if expected is None:
         expected = expected_output(case, (inputs, weights))
-    result = compare(got, expected, tolerance(case.layer, case.dtype))
+    result = compare(got, expected, tolerance(case.layer, case.dtype), scale=output_scale(expected))
     outcomes.append(outcome("numerics", PASS if result.ok else FAIL, result.summary(), comparison=result))
     return CaseRun(outcomes, got)
 
@@ -223,7 +223,7 @@ def cross_tolerance(layer: str, dtype: str) -> Tolerance:
 
 def run_cross(a: Candidate, a_out: np.ndarray, b: Candidate, b_out: np.ndarray, case: Case) -> Outcome:
     name = f"{a.name} vs {b.name}"
-    result = compare(a_out, b_out, cross_tolerance(case.layer, case.dtype))
+    result = compare(a_out, b_out, cross_tolerance(case.layer, case.dtype), scale=output_scale(b_out))
     detail = result.summary()
     if not result.ok:
         detail = f"cross: {case.layer} {name} ({case.dtype}): {detail} (got = {a.name}, expected = {b.name})\n  case: {case.describe()}\n  reproduce: {reproduce_command([a.ref, b.ref], case)}"

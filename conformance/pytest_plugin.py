@@ -25,7 +25,7 @@ from conformance.contract import load_implementation
 from conformance.engine import Candidate
 
 DEFAULT_IMPLS = ("tf", "torch")
-PROFILE_EXAMPLES = {"ci": 10, "thorough": 200}
+PROFILE_EXAMPLES = {"ci": 25, "thorough": 200}
 _SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
 
 

@@ -99,9 +99,10 @@ def legend(dtypes) -> str:
 
 def summary(result: RunResult) -> str:
     drawn = sum(result.examples_run.values())
+    fixed = sum(result.fixed_cases_run.values())
     per = ", ".join(f"{l} {d}: {n}" for (l, d), n in sorted(result.examples_run.items()))
     status = f"{len(result.failures)} failure(s)" if result.failures else "all checks passed"
-    lines = [f"{status}; {drawn} drawn cases in {result.seconds:.1f}s"]
+    lines = [f"{status}; {drawn} drawn cases and {fixed} documented examples and edge cases in {result.seconds:.1f}s"]
     if per:
         lines.append(f"drawn cases per layer and dtype: {per}")
     for o in result.failures:
@@ -154,6 +155,7 @@ def as_json(result: RunResult, dtypes: tuple[str, ...], impls: list[str], settin
         "passed": not result.failures,
         "seconds": result.seconds,
         "drawn_cases": {f"{l}/{d}": n for (l, d), n in sorted(result.examples_run.items())},
+        "documented_and_edge_cases": {f"{l}/{d}": n for (l, d), n in sorted(result.fixed_cases_run.items())},
         "matrix": rows(result, dtypes),
         "cells": cells,
         "failures": [o.to_dict() for o in result.failures],

@@ -17,14 +17,14 @@ from typing import Callable
 from hypothesis import HealthCheck, given, settings
 
 from conformance import strategies
-from conformance.cases import Case, example_cases
+from conformance.cases import Case, edge_cases, example_cases
 from conformance.engine import FAIL, NOT_IMPLEMENTED, PASS, Candidate, Outcome, expected_output, run_case, run_cross, run_rejections
 from conformance.tolerances import DTYPES
 
 
 @dataclass
 class CheckSettings:
-    examples: int = 10
+    examples: int = 25
     derandomize: bool = True
     dtypes: tuple[str, ...] = DTYPES
     cross: bool = True
@@ -67,6 +67,7 @@ class RunResult:
     tallies: dict[tuple[str, str, str, str], Tally] = field(default_factory=dict)  # (layer, subject, check, dtype)
     failures: list[Outcome] = field(default_factory=list)
     examples_run: dict[tuple[str, str], int] = field(default_factory=dict)  # (layer, dtype) -> drawn cases
+    fixed_cases_run: dict[tuple[str, str], int] = field(default_factory=dict)  # (layer, dtype) -> documented examples + edge cases
     seconds: float = 0.0
 
     def record(self, o: Outcome) -> None:
@@ -119,14 +120,16 @@ def check(candidates: list[Candidate], layers: list[str], opts: CheckSettings, p
     step = 0
     for layer in layers:
         step += 1
-        progress(f"[{step}/{steps}] {layer}: documented examples and rejections")
+        progress(f"[{step}/{steps}] {layer}: documented examples, edge cases and rejections")
         for c in candidates:
             for o in run_rejections(c, layer):
                 result.record(o)
         for dtype in opts.dtypes:
-            for case in example_cases(layer, dtype):
+            fixed_cases = example_cases(layer, dtype) + edge_cases(layer, dtype)
+            for case in fixed_cases:
                 for o in run_one_case(candidates, case, opts.cross):
                     result.record(o)
+            result.fixed_cases_run[(layer, dtype)] = len(fixed_cases)
         for dtype in opts.dtypes:
             step += 1
             t0 = time.perf_counter()

@@ -3,10 +3,13 @@
 Configs and input shapes are drawn through each layer's own declaration
 (``LayerSpec.draw_config`` and ``LayerSpec.sample_input_shapes``), so every config parameter
 is exercised within its domain and shapes respect each layer's rules. Inputs and weights
-come from a drawn seed (see ``conformance.cases.draw_arrays``).
+come from a drawn seed (see ``conformance.cases.draw_arrays``), inputs at a drawn power-of-two
+scale within the layer's promised input magnitudes.
 """
 
 from __future__ import annotations
+
+import math
 
 from hypothesis import strategies as st
 
@@ -44,8 +47,14 @@ def seeds():
     return st.integers(0, 2**32 - 1)
 
 
+def input_scales(layer: str):
+    """Powers of two across the input magnitudes the layer's spec promises (exact in every dtype)."""
+    low, high = reference.spec(layer).input_magnitudes
+    return st.integers(math.ceil(math.log2(low)), math.floor(math.log2(high))).map(lambda exponent: 2.0**exponent)
+
+
 @st.composite
 def cases(draw, layer: str, dtype: str) -> Case:
     config = draw(configs(layer))
     shapes = draw(input_shapes(layer, config))
-    return Case(layer, config, shapes, draw(seeds()), dtype)
+    return Case(layer, config, shapes, draw(seeds()), dtype, scale=draw(input_scales(layer)))

@@ -129,7 +129,7 @@ class Boolean(Domain):
         return "bool"
 
     def sample(self, draw, label):
-        return draw.choice(label, (False, True))
+        return draw.choice(label, (True, False))
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ class Maybe(Domain):
         return f"None or {self.inner.describe()}"
 
     def sample(self, draw, label):
-        if draw.choice(f"{label} is None", (True, False)):
+        if draw.choice(f"{label} is None", (False, True)):
             return None
         return self.inner.sample(draw, label)
 
@@ -311,6 +311,11 @@ class LayerSpec:
     """Rules between parameters that need no input shape; run whenever a config is normalised,
     so implementations can reject at construction."""
     notes: tuple[str, ...] = field(default=())
+    input_magnitudes: tuple[float, float] = (2.0**-10, 2.0**7)
+    """The input scales the spec promises to hold at float32 and float64 tolerances: tests draw
+    standard-normal inputs times a power of two in this range (about 1e-3 to 1e2 by default).
+    A layer whose conditioning makes float32 meaningless outside a narrower range declares it,
+    with the reason in ``notes``."""
 
     def __post_init__(self):
         if self.kind not in ("layer", "block"):

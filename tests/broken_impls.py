@@ -57,3 +57,29 @@ class _Broken(ReferenceImplementation):
 misnamed_weight = _Broken("misnamed", _MisnamedLayer)
 transposed_weight = _Broken("transposed", _TransposedLayer)
 off_by_1e3 = _Broken("off_by_1e-3", _OffByLayer)
+
+
+class _HeightWidthConfusedLayer(ReferenceLayer):
+    """Reads a square map's height axis as its width (a port that mixes up two axes of the same
+    size): right shapes everywhere, wrong values wherever the layer is not symmetric in H and W."""
+
+    def forward(self, *inputs):
+        first = inputs[0]
+        if first.ndim == 4 and first.shape[1] == first.shape[2]:
+            swapped = (np.swapaxes(first, 1, 2),) + tuple(inputs[1:])
+            return np.swapaxes(super().forward(*swapped), 1, 2)
+        return super().forward(*inputs)
+
+
+class _TokensChannelsConfusedLayer(ReferenceLayer):
+    """Mixes over the channel axis where it should mix over tokens when the two have the same size."""
+
+    def forward(self, *inputs):
+        first = inputs[0]
+        if first.ndim == 3 and first.shape[1] == first.shape[2]:
+            return np.swapaxes(super().forward(np.swapaxes(first, 1, 2), *inputs[1:]), 1, 2)
+        return super().forward(*inputs)
+
+
+height_width_confused = _Broken("hw_confused", _HeightWidthConfusedLayer)
+tokens_channels_confused = _Broken("nc_confused", _TokensChannelsConfusedLayer)

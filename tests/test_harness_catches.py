@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conformance.cases import Case
+from conformance.cases import Case, edge_cases
 from conformance.contract import load_implementation
 from conformance.engine import FAIL, PASS, Candidate, run_case, run_rejections
 from conformance.runner import CheckSettings, check
@@ -108,3 +108,16 @@ def test_reproduce_command_replays_the_failure():
 
     run = _cli(*shlex.split(command)[1:])
     assert run.returncode == 1 and "numerics [off_by_1e-3, float32]: fail" in run.stdout, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    "attribute, layer",
+    [("height_width_confused", "MHSAWithPositionEmbedding"), ("tokens_channels_confused", "mlp_block")],
+)
+def test_the_edge_cases_alone_catch_a_mix_up_of_two_axes_of_equal_size(attribute, layer):
+    # Drawn cases may or may not hit a square map or tokens == channels; the edge cases of every
+    # default run always do.
+    failed = [o for case in edge_cases(layer, "float64") for o in run_case(_candidate(attribute), case).outcomes if o.status == FAIL]
+    assert failed and all(o.check == "numerics" for o in failed), [o.detail for o in failed]
+    result = check([_candidate(attribute)], [layer], CheckSettings(examples=1, dtypes=("float64",), cross=False), progress=lambda message: None)
+    assert any(o.check == "numerics" for o in result.failures), "the default check run missed it"

@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 import reference
 from conformance import strategies
 from conformance.assertions import assert_conforms
-from conformance.cases import example_cases
+from conformance.cases import edge_cases, example_cases
 from conformance.engine import NOT_IMPLEMENTED, run_case, run_cross, run_rejections
 from conformance.fixtures import fixture_outcomes, load_manifest
 from conformance.pytest_plugin import candidate
@@ -32,6 +32,17 @@ def test_documented_examples(impl_ref, impl_explicit, layer, dtype):
     impl = candidate(impl_ref, impl_explicit)
     _runs_dtype(impl.impl, dtype)
     for case in example_cases(layer, dtype):
+        assert_conforms(run_case(impl, case).outcomes)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layer", LAYERS)
+def test_edge_cases(impl_ref, impl_explicit, layer, dtype):
+    """The layer's corners, every run: square and non-square maps, sides of 1, batch 1 and > 1,
+    equal sizes on different axes, the smallest and largest input scales."""
+    impl = candidate(impl_ref, impl_explicit)
+    _runs_dtype(impl.impl, dtype)
+    for case in edge_cases(layer, dtype):
         assert_conforms(run_case(impl, case).outcomes)
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import reference
 from conformance import strategies
+from reference._sampling import EDGE_DRAWS
 
 NAMES = reference.names()
 
@@ -250,3 +251,63 @@ def test_forward_on_sampled_configs_is_finite_and_of_output_shape(name, data):
     assert out.dtype == np.float64, f"{name} {config}: expected float64, got {out.dtype}"
     assert out.shape == want_shape, f"{name} {config} {shapes}: expected shape {want_shape}, got {out.shape}"
     assert np.all(np.isfinite(out)), f"{name} {config} {shapes}: expected finite values, got {out}"
+
+
+# --------------------------------------------------------------------------------------------
+# Edge cases: the spec's samplers asked by the deterministic edge draws
+
+
+def edge_shapes(name):
+    """``{edge draw name: (config, input shapes)}``, each validated by the reference."""
+    layer = reference.spec(name)
+    out = {}
+    for template in EDGE_DRAWS:
+        draw = template.fresh()
+        config = layer.draw_config(draw)
+        shapes = tuple(tuple(s) for s in layer.sample_input_shapes(config, draw))
+        reference.validate(name, *shapes, **config)
+        out[template.name] = (config, shapes)
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_edge_draw_gives_a_case_in_the_domain_that_runs(name):
+    for edge, (config, shapes) in edge_shapes(name).items():
+        rng = np.random.default_rng(5)
+        out = reference.forward(name, *random_inputs(rng, shapes), weights=random_weights(rng, name, shapes, config), **config)
+        assert np.all(np.isfinite(out)), f"{name} edge case {edge!r} {config} {shapes}: expected finite values"
+
+
+# Corners a layer's domain cannot reach, with the reason; anything else missing is a sampler bug.
+UNREACHABLE_CORNERS: dict[tuple[str, str], str] = {}
+
+
+def corners(shape, kind):
+    """The corners one input shape stands on."""
+    found = {"batch 1" if shape[0] == 1 else "batch > 1"}
+    is_map = len(shape) == 4 and kind in ("feature_map", "channels_last")
+    axes = list(enumerate(shape[1:], start=1))
+    pairs = [(a, b) for i, a in enumerate(axes) for b in axes[i + 1 :] if not (is_map and (a[0], b[0]) == (1, 2))]
+    if any(a[1] == b[1] for a, b in pairs):
+        found.add("two other axes of equal size")
+    if is_map:
+        height, width = shape[1], shape[2]
+        found.add("square map" if height == width else "non-square map")
+        found |= {"odd side" for side in (height, width) if side % 2} | {"even side" for side in (height, width) if side % 2 == 0}
+        if 1 in (height, width):
+            found.add("side of 1")
+    return found
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_edge_draws_reach_every_corner_of_the_domain(name):
+    layer = reference.spec(name)
+    kind = layer.inputs[0].kind
+    reached = set()
+    for _, shapes in edge_shapes(name).values():
+        reached |= corners(shapes[0], kind)
+    wanted = {"batch 1", "batch > 1", "two other axes of equal size"}
+    if kind == "feature_map" or (kind == "channels_last" and any(len(s[0]) == 4 for _, s in edge_shapes(name).values())):
+        wanted |= {"square map", "non-square map", "odd side", "even side", "side of 1"}
+    missing = sorted(c for c in wanted - reached if (name, c) not in UNREACHABLE_CORNERS)
+    assert not missing, f"{name}: the edge draws never produce {missing}; shapes drawn: {[s for _, s in edge_shapes(name).values()]}"

@@ -27,6 +27,14 @@ and ``build`` returns an object with::
     def forward(self, *inputs: np.ndarray) -> np.ndarray:
         '''Inference: inputs in its own layout and dtype, output in its own layout.'''
 
+    # optional
+    def initial_weights(self) -> Mapping[str, np.ndarray]:
+        '''Its weights as freshly built, before load_weights, under canonical names and
+        layouts. Checked ("init") against the values the spec declares: fixed kernels (the
+        anti-alias blur), initial values the 2021 signatures set (zero_gamma, BatchNorm's moving
+        statistics, ChannelAffine's weight_init_value). Without it, "init" reads "not
+        implemented", never a pass.'''
+
 The suite converts feature maps between channels-last and the declared layout, draws the
 configs, shapes, weights and inputs, and compares. See README "Checking your implementation".
 """

@@ -165,6 +165,9 @@ def run_case(
     if diff:
         return CaseRun([outcome("weights", FAIL, diff)], None)
     outcomes = [outcome("weights", PASS, f"{len(want_weights)} weights match")]
+    declared = {} if from_fixture else declared_initial_values(case.layer, case.input_shapes, case.config)
+    if declared:
+        outcomes.append(outcome("init", *check_initial_values(built, declared, np_dtype)))
 
     try:
         built.load_weights({k: np.asarray(v).astype(np_dtype) for k, v in weights.items()})
@@ -187,6 +190,35 @@ def run_case(
     result = compare(got, expected, tolerance(case.layer, case.dtype), scale=output_scale(expected))
     outcomes.append(outcome("numerics", PASS if result.ok else FAIL, result.summary(), comparison=result))
     return CaseRun(outcomes, got)
+
+
+def declared_initial_values(layer: str, input_shapes, config) -> dict[str, np.ndarray]:
+    """The weights whose freshly built value the spec declares (fixed kernels, zero_gamma,
+    BatchNorm's moving statistics, ...), in canonical layout."""
+    return {w.name: w.initial_value() for w in reference.weight_specs(layer, *input_shapes, **config) if w.initial is not None}
+
+
+def check_initial_values(built, declared: Mapping[str, np.ndarray], dtype: np.dtype) -> tuple[str, str]:
+    """``(status, detail)``: the built layer's ``initial_weights()`` must equal every declared
+    value rounded to its dtype, exactly; "not implemented" when it has no such method."""
+    if not hasattr(built, "initial_weights"):
+        return NOT_IMPLEMENTED, "initial_weights() is not provided, so initial and fixed values were not checked"
+    try:
+        got = {str(k): np.asarray(v) for k, v in built.initial_weights().items()}
+    except Exception as exc:  # noqa: BLE001
+        return FAIL, f"initial_weights() raised {_exception(exc)}"
+    wrong = []
+    for name, value in declared.items():
+        want = value.astype(dtype)
+        if name not in got:
+            wrong.append(f"{name}: missing from initial_weights()")
+        elif got[name].shape != want.shape or not np.array_equal(got[name].astype(dtype), want):
+            where = np.argwhere(got[name].astype(dtype) != want)[0] if got[name].shape == want.shape else None
+            at = f" first differing at {list(where)}: got {got[name][tuple(where)]!r}, expected {want[tuple(where)]!r}" if where is not None else f" shape {got[name].shape}, expected {want.shape}"
+            wrong.append(f"{name}:{at}")
+    if wrong:
+        return FAIL, "freshly built values differ from the spec's declared initial values: " + "; ".join(wrong)
+    return PASS, f"{len(declared)} declared initial values match"
 
 
 def weight_diff(expected: Mapping[str, tuple], got: Mapping[str, tuple]) -> str:

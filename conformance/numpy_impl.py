@@ -19,10 +19,18 @@ class ReferenceLayer:
         # raise ValueError from build().
         self.config = reference.validate(layer, *input_shapes, **config)
         self.layer, self.input_shapes, self.dtype = layer, tuple(input_shapes), np.dtype(dtype)
-        self.weights = {name: np.zeros(shape, self.dtype) for name, shape in self.weight_shapes().items()}
+        # Fresh weights: the spec's declared initial values where it has them, zeros elsewhere.
+        self.weights = {
+            w.name: (w.initial_value() if w.initial is not None else np.zeros(w.shape)).astype(self.dtype)
+            for w in reference.weight_specs(layer, *input_shapes, **self.config)
+        }
+        self.initial = {name: value.copy() for name, value in self.weights.items()}
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         return reference.weight_shapes(self.layer, *self.input_shapes, **self.config)
+
+    def initial_weights(self) -> dict[str, np.ndarray]:
+        return dict(self.initial)
 
     def load_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         self.weights = {name: np.asarray(weights[name], self.dtype) for name in self.weights}

@@ -11,7 +11,7 @@ from conformance.engine import FAIL, NOT_IMPLEMENTED, PASS
 from conformance.runner import RunResult, Tally
 from conformance.tolerances import tolerance
 
-SHAPE_CHECKS = ("weights", "output shape")
+SHAPE_CHECKS = ("weights", "init", "output shape")
 
 
 def _headroom(t: Tally) -> str:
@@ -63,11 +63,22 @@ def rows(result: RunResult, dtypes: tuple[str, ...]) -> list[dict[str, str]]:
             row = {"layer": layer, "implementation": subject}
             for check in SHAPE_CHECKS:
                 row[check] = "-" if cross else _cell(_merge(tallies(check)))
+            if not cross and row["init"] == "-" and not _declares_initial_values(layer):
+                row["init"] = "n/a"
             for dtype in dtypes:
                 row[dtype] = _cell(_merge(tallies("cross" if cross else "numerics", dtype)), numeric=True)
             row["rejects"] = "-" if cross else _cell(_merge(tallies("rejects")))
             table.append(row)
     return table
+
+
+def _declares_initial_values(layer: str) -> bool:
+    spec = reference.spec(layer)
+    return any(example_declares(spec, ex) for ex in spec.examples)
+
+
+def example_declares(spec, example) -> bool:
+    return any(w.initial is not None for w in reference.weight_specs(spec.name, *example.input_shapes, **example.config))
 
 
 def _columns(dtypes):
@@ -93,6 +104,7 @@ def legend(dtypes) -> str:
         "ok N: N cases passed. Numerics cells: the largest abs error of the case that came closest to\n"
         "its tolerance, and how many times below the tolerance it stayed.\n"
         "n/i: not implemented (never a pass). Cross rows compare two implementations on the same weights.\n"
+        "init: freshly built weights equal the spec's declared initial and fixed values; n/a: the layer declares none.\n"
         f"Tolerances: {tols}."
     )
 

@@ -83,3 +83,20 @@ class _TokensChannelsConfusedLayer(ReferenceLayer):
 
 height_width_confused = _Broken("hw_confused", _HeightWidthConfusedLayer)
 tokens_channels_confused = _Broken("nc_confused", _TokensChannelsConfusedLayer)
+
+
+class _WrongInitialLayer(ReferenceLayer):
+    """Builds every weight at 0.5 (a port that ignores zero_gamma, weight_init_value or a fixed kernel)."""
+
+    def initial_weights(self):
+        return {name: np.full_like(value, 0.5) for name, value in super().initial_weights().items()}
+
+
+class _NoInitialLayer(ReferenceLayer):
+    """Does not offer initial_weights(): the init check must read "not implemented", never pass."""
+
+    initial_weights = property(lambda self: (_ for _ in ()).throw(AttributeError("initial_weights")))
+
+
+wrong_initial_values = _Broken("wrong_init", _WrongInitialLayer)
+no_initial_values = _Broken("no_init", _NoInitialLayer)

@@ -27,6 +27,10 @@ class KerasLayer:
             if not variable.path.startswith(prefix):
                 raise RuntimeError(f"variable {variable.path} is outside the prefix {prefix!r}")
             self.variables[variable.path[len(prefix):]] = variable
+        self._initial = {name: keras.ops.convert_to_numpy(v.value).copy() for name, v in self.variables.items()}
+
+    def initial_weights(self) -> dict[str, np.ndarray]:
+        return dict(self._initial)
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(v.shape) for name, v in self.variables.items()}

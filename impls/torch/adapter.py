@@ -19,6 +19,10 @@ from impls.torch import MODULES
 class TorchLayer:
     def __init__(self, module):
         self.module = module
+        self._initial = module.canonical_state_dict()
+
+    def initial_weights(self) -> dict[str, np.ndarray]:
+        return dict(self._initial)
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         return self.module.canonical_shapes()

@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--dtypes", nargs="+", metavar="DTYPE", help="dtypes to check (default: float32 float64)")
     check.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="ci: deterministic, 25 drawn cases per layer and dtype; thorough: random, 200 (both also run every documented example and edge case)")
     check.add_argument("--examples", type=int, metavar="N", help="drawn cases per layer and dtype (overrides the profile)")
+    check.add_argument("--seed", type=int, metavar="N", help="with --profile thorough: Hypothesis seed, so a random run can be repeated (scripts/soak.sh)")
     check.add_argument("--no-cross", action="store_true", help="skip the implementation-vs-implementation comparison")
     check.add_argument("--strict", action="store_true", help="count 'not implemented' as a failure")
     check.add_argument("--case", metavar="JSON", help="run exactly this case (as printed in a failure's reproduce command)")
@@ -72,7 +73,9 @@ def cmd_check(args) -> int:
     if any(d not in DTYPES for d in dtypes):
         return _usage(f"dtypes must be among {DTYPES}")
     examples, derandomize = PROFILES[args.profile]
-    opts = CheckSettings(examples=args.examples or examples, derandomize=derandomize, dtypes=dtypes, cross=not args.no_cross)
+    if args.seed is not None and derandomize:
+        return _usage("--seed applies to --profile thorough; the ci profile is derandomized")
+    opts = CheckSettings(examples=args.examples or examples, derandomize=derandomize, dtypes=dtypes, cross=not args.no_cross, seed=args.seed)
     candidates = _candidates(args.impl)
     case = None
     if args.case:

@@ -267,7 +267,8 @@ def run_cross(a: Candidate, a_out: np.ndarray, b: Candidate, b_out: np.ndarray, 
 
 
 def run_rejections(candidate: Candidate, layer: str, dtype: str = "float32") -> list[Outcome]:
-    """Every documented out-of-domain config or shape must make build (or forward) raise ValueError."""
+    """Every documented out-of-domain config or shape must make build (or forward) raise
+    ValueError (or TypeError, Python's convention for a value of the wrong type)."""
     impl = candidate.impl
     if layer in dict(impl.not_implemented()):
         return []
@@ -285,7 +286,7 @@ def run_rejections(candidate: Candidate, layer: str, dtype: str = "float32") -> 
         else:
             detail = (
                 f"rejects: {layer} on {impl.name}: {label} is outside the domain "
-                f"(the reference says: {rejection.message!r}); expected ValueError, {raised}\n"
+                f"(the reference says: {rejection.message!r}); expected ValueError or TypeError, {raised}\n"
                 f"  reproduce: {reproduce_command([candidate.ref], case)}"
             )
             outcomes.append(Outcome("rejects", layer, impl.name, dtype, FAIL, detail, case))
@@ -300,7 +301,8 @@ def _raises_value_error(impl: Implementation, layer: str, rejection) -> bool | s
         built = impl.build(layer, config, tuple(rejection.input_shapes), "float32")
         zeros = [to_layout(np.zeros(s, np.float32), i.kind, impl.layout) for s, i in zip(rejection.input_shapes, spec.inputs)]
         built.forward(*zeros)
-    except ValueError:
+    except (ValueError, TypeError):
+        # Python's convention: TypeError for a wrong type, ValueError for a wrong value.
         return True
     except NotImplementedError as exc:
         return f"got NotImplementedError: {exc}"

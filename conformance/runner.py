@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import seed as hypothesis_seed
 
 from conformance import strategies
 from conformance.cases import Case, edge_cases, example_cases
@@ -26,6 +27,8 @@ from conformance.tolerances import DTYPES
 class CheckSettings:
     examples: int = 25
     derandomize: bool = True
+    seed: int | None = None
+    """Hypothesis' seed for a random (not derandomized) search: the same seed draws the same cases."""
     dtypes: tuple[str, ...] = DTYPES
     cross: bool = True
 
@@ -168,6 +171,8 @@ def _search(candidates: list[Candidate], layer: str, dtype: str, opts: CheckSett
             if failed:
                 raise _Stop(failed)
 
+        if opts.seed is not None and not opts.derandomize:
+            search = hypothesis_seed(opts.seed)(search)
         try:
             search()
         except _Stop as stop:

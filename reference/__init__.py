@@ -9,7 +9,7 @@ This module's functions are a stable contract that outside tools rely on::
     reference.forward(name, *inputs, weights=..., **config) # float64 ndarray
 
 Config keywords and defaults are those of the 2021 signatures, without ``name``. Tensors are
-channels-last and weights use the Keras layouts (see SPEC_BRIEF). Anything outside a layer's
+channels-last and weights use the Keras layouts (see docs/decisions.md). Anything outside a layer's
 domain raises :class:`DomainError` (a ``ValueError``) naming the parameter, value and rule.
 """
 

@@ -265,7 +265,7 @@ def vector(name: str, size: int, **options) -> Weight:
 @dataclass(frozen=True)
 class Example:
     """A named configuration. ``documented_*`` are facts copied from the user's README or the
-    spec brief's table (never computed by the reference); tests hold the reference to them.
+    2021 code's weight listing (never computed by the reference); tests hold the reference to them.
     ``fixture`` marks the examples written as golden fixtures."""
 
     name: str

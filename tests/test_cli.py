@@ -90,3 +90,37 @@ def test_console_script_and_module_entry_points_agree():
     for run in runs:
         assert run.returncode == 0, run.stdout + run.stderr
         assert "up to date" in run.stdout
+
+
+def test_the_ci_profile_gives_the_same_report_twice(tmp_path):
+    # Determinism: derandomized draws, seeded arrays, no example database. Timings aside, two
+    # runs must agree to the byte.
+    reports = []
+    for run in ("first", "second"):
+        target = tmp_path / f"{run}.json"
+        assert main(["check", "--impl", "numpy", "--layers", "mlp_block", "ChannelAffine", "--report", str(target)]) == 0
+        payload = json.loads(target.read_text())
+        payload.pop("seconds")
+        reports.append(payload)
+    assert reports[0] == reports[1]
+
+
+def test_a_seeded_thorough_run_repeats_and_another_seed_draws_other_cases():
+    from conformance.engine import Candidate
+    from conformance.numpy_impl import ReferenceImplementation
+    from conformance.runner import CheckSettings, check
+
+    def drawn(seed):
+        built = []
+
+        class Recording(ReferenceImplementation):
+            def build(self, layer, config, input_shapes, dtype):
+                built.append((layer, dict(config), tuple(input_shapes), dtype))
+                return super().build(layer, config, input_shapes, dtype)
+
+        settings = CheckSettings(examples=5, derandomize=False, seed=seed, dtypes=("float64",), cross=False)
+        check([Candidate("numpy", Recording())], ["BiasLayer"], settings, progress=lambda message: None)
+        return built
+
+    assert drawn(1) == drawn(1)
+    assert drawn(1) != drawn(2)

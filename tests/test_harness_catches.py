@@ -87,7 +87,7 @@ def test_rejections_require_value_error():
 
     outcomes = run_rejections(Candidate("permissive", Permissive("permissive", None)), "mlp_block")
     assert outcomes and all(o.status == FAIL for o in outcomes)
-    assert "expected ValueError, got RuntimeError: no validation here" in outcomes[0].detail
+    assert "expected ValueError or TypeError, got RuntimeError: no validation here" in outcomes[0].detail
 
 
 def _cli(*args):

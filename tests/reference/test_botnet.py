@@ -70,7 +70,7 @@ def loop_mhsa(inputs, weights, *, num_heads, key_dim, relative, out_weight, out_
     an explicit softmax with ``math.exp`` over the keys, an explicit output projection.
 
     The query is scaled by ``key_dim ** -0.5`` and that scaled query feeds both the content
-    logits and the position logits (SPEC_BRIEF item 7).
+    logits and the position logits (docs/decisions.md).
     """
     batch, height, width, _ = inputs.shape
     embed = num_heads * key_dim

@@ -1,6 +1,6 @@
 """The contract every layer declaration keeps, checked generically over ``reference.names()``.
 
-Documented examples hold the reference to facts copied from the README and the spec brief;
+Documented examples hold the reference to facts copied from the README and the 2021 code;
 documented rejections must raise :class:`reference.DomainError` with the promised wording;
 ``forward`` must police its weights and config keys; and every configuration the spec's own
 sampler draws must validate and run to a finite result of the declared shape.

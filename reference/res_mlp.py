@@ -23,7 +23,8 @@ def channel_affine(inputs: np.ndarray, *, weights, use_bias=True, weight_init_va
 
 def _weights(config, input_shape):
     c = input_shape[-1]
-    return [vector("weight", c)] + ([vector("bias", c)] if config["use_bias"] else [])
+    weight = vector("weight", c, initial=config["weight_init_value"])
+    return [weight] + ([vector("bias", c, initial=0.0)] if config["use_bias"] else [])
 
 
 CHANNEL_AFFINE = LayerSpec(
@@ -44,10 +45,10 @@ CHANNEL_AFFINE = LayerSpec(
     sample_input_shapes=lambda config, draw: (_sampling.channels_last(draw),),
     examples=(
         Example(
-            "brief",
+            "documented",
             {},
             ((2, 14, 14, 192),),
-            source="SPEC_BRIEF table",
+            source="2021 code (07209e2)",
             documented_output_shape=(2, 14, 14, 192),
             documented_weights={"weight": (192,), "bias": (192,)},
             fixture=False,

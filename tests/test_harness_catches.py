@@ -10,7 +10,7 @@ import pytest
 
 from conformance.cases import Case, edge_cases
 from conformance.contract import load_implementation
-from conformance.engine import FAIL, PASS, Candidate, run_case, run_rejections
+from conformance.engine import FAIL, NOT_IMPLEMENTED, PASS, Candidate, run_case, run_rejections
 from conformance.runner import CheckSettings, check
 from tests import broken_impls
 
@@ -121,3 +121,22 @@ def test_the_edge_cases_alone_catch_a_mix_up_of_two_axes_of_equal_size(attribute
     assert failed and all(o.check == "numerics" for o in failed), [o.detail for o in failed]
     result = check([_candidate(attribute)], [layer], CheckSettings(examples=1, dtypes=("float64",), cross=False), progress=lambda message: None)
     assert any(o.check == "numerics" for o in result.failures), "the default check run missed it"
+
+
+INIT_CASES = [
+    Case("ChannelAffine", {"weight_init_value": 0.25}, ((2, 3),), 1, "float32"),
+    Case("anti_alias_downsample", {"kernel_size": 3}, ((1, 4, 5, 2),), 1, "float32"),
+    Case("batchnorm_with_activation", {"zero_gamma": True}, ((1, 2, 3, 4),), 1, "float64"),
+]
+
+
+@pytest.mark.parametrize("case", INIT_CASES, ids=[c.layer for c in INIT_CASES])
+def test_initial_values_are_checked_exactly_and_never_pass_unchecked(case):
+    statuses = {name: [o for o in run_case(_candidate(name), case).outcomes if o.check == "init"] for name in ("wrong_initial_values", "no_initial_values")}
+    [wrong] = statuses["wrong_initial_values"]
+    assert wrong.status == FAIL and "differ from the spec's declared initial values" in wrong.detail, wrong.detail
+    [unchecked] = statuses["no_initial_values"]
+    assert unchecked.status == NOT_IMPLEMENTED, unchecked.detail
+    numpy_impl = Candidate("numpy", load_implementation("numpy"))
+    [right] = [o for o in run_case(numpy_impl, case).outcomes if o.check == "init"]
+    assert right.status == PASS, right.detail

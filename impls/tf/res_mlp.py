@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from impls.tf._checks import checked_config, checked_shapes
+from impls.tf._initializers import ExactConstant
 
 
 @keras.saving.register_keras_serializable(package="attnconf")
@@ -19,7 +20,7 @@ class ChannelAffine(keras.layers.Layer):
     def build(self, input_shape):
         checked_shapes("ChannelAffine", self._spec_config(), input_shape)
         channels = int(input_shape[-1])
-        self.ww = self.add_weight(name="weight", shape=(channels,), initializer=keras.initializers.Constant(self.weight_init_value))
+        self.ww = self.add_weight(name="weight", shape=(channels,), initializer=ExactConstant(self.weight_init_value))
         if self.use_bias:
             self.bb = self.add_weight(name="bias", shape=(channels,), initializer="zeros")
 

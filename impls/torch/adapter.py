@@ -44,7 +44,14 @@ class TorchImplementation:
         return {name: "no PyTorch module yet" for name in reference.names() if name not in MODULES}
 
     def build(self, layer: str, config: Mapping[str, Any], input_shapes, dtype: str) -> TorchLayer:
-        module = MODULES[layer].from_canonical(dict(config), *input_shapes)
+        # Built in the target dtype, as `torch.set_default_dtype` users do, so that initial values
+        # such as weight_init_value=0.1 are not rounded through float32 first.
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(getattr(torch, dtype))
+        try:
+            module = MODULES[layer].from_canonical(dict(config), *input_shapes)
+        finally:
+            torch.set_default_dtype(previous)
         return TorchLayer(module.to(getattr(torch, dtype)).eval())
 
 

@@ -66,6 +66,13 @@ def test_rejects_out_of_domain(impl_ref, impl_explicit, layer):
     assert_conforms(run_rejections(impl, layer))
 
 
+def _agree(a, b, case):
+    arrays = case.arrays()
+    runs = [run_case(impl, case, arrays) for impl in (a, b)]
+    assert_conforms(o for run in runs for o in run.outcomes)
+    assert_conforms([run_cross(a, runs[0].output, b, runs[1].output, case)])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layer", LAYERS)
 @given(data=st.data())
@@ -74,11 +81,18 @@ def test_implementations_agree(impl_pair, impl_explicit, layer, dtype, data):
     a, b = (candidate(ref, impl_explicit) for ref in impl_pair)
     for impl in (a, b):
         _runs_dtype(impl.impl, dtype)
-    case = data.draw(strategies.cases(layer, dtype), label="case")
-    arrays = case.arrays()
-    runs = [run_case(impl, case, arrays) for impl in (a, b)]
-    assert_conforms(o for run in runs for o in run.outcomes)
-    assert_conforms([run_cross(a, runs[0].output, b, runs[1].output, case)])
+    _agree(a, b, data.draw(strategies.cases(layer, dtype), label="case"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layer", LAYERS)
+def test_implementations_agree_on_examples_and_edge_cases(impl_pair, impl_explicit, layer, dtype):
+    """The same agreement on the documented examples and the edge cases, every run."""
+    a, b = (candidate(ref, impl_explicit) for ref in impl_pair)
+    for impl in (a, b):
+        _runs_dtype(impl.impl, dtype)
+    for case in example_cases(layer, dtype) + edge_cases(layer, dtype):
+        _agree(a, b, case)
 
 
 def _fixture_names():

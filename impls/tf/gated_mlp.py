@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from impls.tf._checks import checked_config, checked_shapes
-from impls.tf.mlp_mixer import CenteredLayerNormalization
+from impls.tf._layers import CenteredLayerNormalization
 
 LAYER_NORM_EPSILON = 1e-5
 

@@ -14,36 +14,9 @@ import keras
 
 from impls.tf import _activations
 from impls.tf._checks import checked_config, checked_shapes
+from impls.tf._layers import CenteredLayerNormalization
 
 LAYER_NORM_EPSILON = 1e-5
-
-
-@keras.saving.register_keras_serializable(package="attnconf")
-class CenteredLayerNormalization(keras.layers.LayerNormalization):
-    """``keras.layers.LayerNormalization`` over the last axis, computed as
-    ``(x - mean) * rsqrt(variance + epsilon) * gamma + beta``: same weights, config and maths.
-
-    Keras 3 computes ``x * inv + (beta - mean * inv)`` with ``inv = gamma * rsqrt(variance +
-    epsilon)``. Where a token's channels are (nearly) equal, as with a single channel, the two
-    products cancel and leave a float32 error of about ``eps * |x| / sqrt(epsilon)`` (1e-4 at
-    epsilon 1e-5) on an exact answer of ``beta``. Centring first leaves only the mean's rounding.
-    """
-
-    def __init__(self, axis=-1, rms_scaling=False, **kwargs):
-        if axis not in (-1, [-1]):
-            raise ValueError(f"CenteredLayerNormalization: axis {axis!r} must be -1 (the channels)")
-        if rms_scaling:
-            raise ValueError("CenteredLayerNormalization: rms_scaling True is not a LayerNorm; use keras.layers.RMSNormalization")
-        super().__init__(axis=-1, **kwargs)
-
-    def call(self, inputs):
-        mean, variance = keras.ops.moments(inputs, axes=[-1], keepdims=True)
-        outputs = (inputs - mean) * keras.ops.rsqrt(variance + self.epsilon)
-        if self.gamma is not None:
-            outputs = outputs * self.gamma
-        if self.beta is not None:
-            outputs = outputs + self.beta
-        return outputs
 
 
 @keras.saving.register_keras_serializable(package="attnconf")

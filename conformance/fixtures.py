@@ -114,6 +114,9 @@ def generate() -> list[Generated]:
                 "layout": "channels_last; weights in Keras layouts",
             }
             metadata = json.loads(_json(metadata))  # as read back: tuples become lists
+            # safetensors' NumPy writer stores a non-contiguous array (an einsum result, a
+            # transpose) in memory order without saying so: hand it C-ordered arrays only.
+            tensors = {key: np.ascontiguousarray(value) for key, value in tensors.items()}
             data = safetensors_bytes(tensors, metadata={METADATA_KEY: _json(metadata)})
             file = f"{layer}/{example.name}.safetensors"
             entry = {

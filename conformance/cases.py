@@ -60,12 +60,17 @@ class Case:
     def full_config(self) -> dict[str, Any]:
         return reference.validate(self.layer, *self.input_shapes, **self.config)
 
-    def arrays(self, grid: str = "float32") -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
-        """Inputs then weights, drawn from the seed; float64 arrays holding ``grid`` values."""
+    def arrays(self, grid: str = "float16") -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+        """Inputs then weights, drawn from the seed; float64 arrays holding ``grid`` values.
+
+        The float16 grid (11 significant bits) makes every value exact in every dtype checked,
+        and keeps sums of a few values exact in float32: a LayerNorm over two nearly equal
+        channels is then limited by the implementation's rounding, not by the rounding of its
+        mean, which no float32 implementation can avoid (that is conditioning, not conformance)."""
         return draw_arrays(self.layer, self.config, self.input_shapes, self.seed, grid, self.scale)
 
 
-def draw_arrays(layer: str, config, input_shapes, seed: int, grid: str = "float32", scale: float = 1.0):
+def draw_arrays(layer: str, config, input_shapes, seed: int, grid: str = "float16", scale: float = 1.0):
     """Standard-normal inputs times ``scale`` (a power of two, so the product stays on the grid);
     each weight at its declared scale (positive ones uniform in ``[0.5, 2] * std``), all rounded
     to ``grid``; fixed weights take their declared value. Inputs are drawn before weights,

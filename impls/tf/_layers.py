@@ -24,8 +24,11 @@ class CenteredLayerNormalization(keras.layers.LayerNormalization):
         super().__init__(axis=-1, **kwargs)
 
     def call(self, inputs):
-        mean, variance = keras.ops.moments(inputs, axes=[-1], keepdims=True)
-        outputs = (inputs - mean) * keras.ops.rsqrt(variance + self.epsilon)
+        # Not keras.ops.moments: its variance is mean(x^2) - mean^2, which cancels for channels
+        # of nearly equal value; the mean of the squared deviations does not.
+        centred = inputs - keras.ops.mean(inputs, axis=-1, keepdims=True)
+        variance = keras.ops.mean(keras.ops.square(centred), axis=-1, keepdims=True)
+        outputs = centred * keras.ops.rsqrt(variance + self.epsilon)
         if self.gamma is not None:
             outputs = outputs * self.gamma
         if self.beta is not None:

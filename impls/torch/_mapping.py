@@ -26,6 +26,9 @@ DEPTHWISE_CONV2D = (2, 3, 0, 1)
 class Canonical:
     key: str  # state_dict key
     permute: tuple[int, ...] | None = None
+    block: tuple[int, int] | None = None
+    """``(index, count)``: the canonical weight is block ``index`` of ``count`` equal blocks along the
+    PyTorch tensor's first axis (one group's kernel inside a grouped ``nn.Conv2d``)."""
 
 
 class CanonicalWeights(nn.Module):
@@ -40,6 +43,8 @@ class CanonicalWeights(nn.Module):
         out = {}
         for name, where in self.canonical_weights().items():
             tensor = state[where.key].detach()
+            if where.block is not None:
+                tensor = tensor.chunk(where.block[1])[where.block[0]]
             if where.permute is not None:
                 tensor = tensor.permute(*np.argsort(where.permute))
             out[name] = tensor.cpu().numpy()
@@ -61,6 +66,8 @@ class CanonicalWeights(nn.Module):
             if where.permute is not None:
                 tensor = tensor.permute(*where.permute)
             target = state[where.key]
+            if where.block is not None:
+                target = target.chunk(where.block[1])[where.block[0]]
             if tuple(tensor.shape) != tuple(target.shape):
                 raise ValueError(
                     f"{type(self).__name__}: canonical {name!r} of shape {tuple(np.shape(weights[name]))} "

@@ -654,7 +654,9 @@ CLASS_TOKEN = LayerSpec(
             source="2021 code (07209e2)",
             documented_output_shape=(2, 197, 192),
             documented_weights={"tokens": (1, 1, 192)},
+            fixture=False,
         ),
+        Example("documented_config", {}, ((1, 4, 192),), source="2021 code (07209e2)", documented_weights={"tokens": (1, 1, 192)}),
         Example("small", {}, ((3, 4, 5),), source="spec"),
     ),
     rejections=(

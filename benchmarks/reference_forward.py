@@ -12,7 +12,7 @@ import argparse
 import time
 
 import reference
-from conformance.cases import draw_arrays
+from conformance.sampling.cases import draw_arrays
 
 
 def main() -> None:

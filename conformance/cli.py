@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _candidates(specs: list[str] | None):
     from conformance.contract import load_implementation
-    from conformance.engine import Candidate
+    from conformance.checks.engine import Candidate
 
     return [Candidate(s, load_implementation(s)) for s in (specs or ["tf", "torch"])]
 
@@ -59,11 +59,11 @@ def _usage(message: str) -> int:
 
 
 def cmd_check(args) -> int:
-    from conformance import report
-    from conformance.cases import Case
-    from conformance.engine import NOT_IMPLEMENTED
-    from conformance.runner import CheckSettings, check
-    from conformance.tolerances import DTYPES
+    from conformance.reports import report
+    from conformance.sampling.cases import Case
+    from conformance.checks.engine import NOT_IMPLEMENTED
+    from conformance.runners.runner import CheckSettings, check
+    from conformance.checks.tolerances import DTYPES
 
     layers = args.layers or list(reference.names())
     unknown = [l for l in layers if l not in reference.names()]
@@ -114,7 +114,7 @@ def _case_details(result) -> str:
 
 
 def cmd_fixtures(args) -> int:
-    from conformance import fixtures
+    from conformance.io import fixtures
 
     directory = args.dir or fixtures.default_dir()
     if args.action == "regenerate":
@@ -134,7 +134,7 @@ def cmd_fixtures(args) -> int:
         count = len(fixtures.load_manifest(directory).get("fixtures", [])) if (directory / fixtures.MANIFEST).is_file() else 0
         print(f"{count} fixtures in {directory}: " + ("verified" if not problems else f"{len(problems)} problem(s)"))
         return 1 if problems else 0
-    from conformance.engine import FAIL, NOT_IMPLEMENTED, PASS
+    from conformance.checks.engine import FAIL, NOT_IMPLEMENTED, PASS
 
     failed = False
     for candidate in _candidates(args.impl):
@@ -155,7 +155,7 @@ def cmd_fixtures(args) -> int:
 
 
 def cmd_docs(args) -> int:
-    from conformance import docs
+    from conformance.reports import docs
 
     target = args.output or docs.default_path()
     text = docs.render()

@@ -106,9 +106,9 @@ def test_the_ci_profile_gives_the_same_report_twice(tmp_path):
 
 
 def test_a_seeded_thorough_run_repeats_and_another_seed_draws_other_cases():
-    from conformance.engine import Candidate
+    from conformance.checks.engine import Candidate
     from conformance.numpy_impl import ReferenceImplementation
-    from conformance.runner import CheckSettings, check
+    from conformance.runners.runner import CheckSettings, check
 
     def drawn(seed):
         built = []

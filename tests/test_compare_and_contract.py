@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conformance.compare import compare
+from conformance.checks.compare import compare
 from conformance.contract import ContractError, load_implementation
-from conformance.tolerances import TOLERANCES, Tolerance, tolerance
+from conformance.checks.tolerances import TOLERANCES, Tolerance, tolerance
 
 TOL = Tolerance(rtol=1e-6, atol=1e-6)
 

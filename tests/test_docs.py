@@ -1,6 +1,6 @@
 """docs/layers.md is generated from the layer declarations and must be current."""
 
-from conformance import docs
+from conformance.reports import docs
 
 import reference
 

@@ -13,9 +13,9 @@ import pytest
 from safetensors.numpy import save as safetensors_bytes
 
 import reference
-from conformance import fixtures
+from conformance.io import fixtures
 from conformance.contract import load_implementation
-from conformance.engine import FAIL, PASS, Candidate
+from conformance.checks.engine import FAIL, PASS, Candidate
 
 COMMITTED = Path(__file__).resolve().parent.parent / "fixtures"
 

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from conformance.cases import Case, edge_cases
+from conformance.sampling.cases import Case, edge_cases
 from conformance.contract import load_implementation
-from conformance.engine import FAIL, NOT_IMPLEMENTED, PASS, Candidate, run_case, run_rejections
-from conformance.runner import CheckSettings, check
+from conformance.checks.engine import FAIL, NOT_IMPLEMENTED, PASS, Candidate, run_case, run_rejections
+from conformance.runners.runner import CheckSettings, check
 from tests import broken_impls
 
 SQUARE_MHSA = Case("MHSAWithPositionEmbedding", {"num_heads": 2, "key_dim": 3}, ((2, 3, 4, 6),), seed=7, dtype="float32")

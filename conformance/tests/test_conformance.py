@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, strategies as st
 
 import reference
-from conformance import strategies
-from conformance.assertions import assert_conforms
-from conformance.cases import edge_cases, example_cases
-from conformance.engine import NOT_IMPLEMENTED, run_case, run_cross, run_rejections
-from conformance.fixtures import fixture_outcomes, load_manifest
-from conformance.pytest_plugin import candidate
-from conformance.tolerances import DTYPES
+from conformance.sampling import strategies
+from conformance.plugins.assertions import assert_conforms
+from conformance.sampling.cases import edge_cases, example_cases
+from conformance.checks.engine import NOT_IMPLEMENTED, run_case, run_cross, run_rejections
+from conformance.io.fixtures import fixture_outcomes, load_manifest
+from conformance.plugins.pytest_plugin import candidate
+from conformance.checks.tolerances import DTYPES
 
 LAYERS = reference.names()
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference
-from conformance import strategies
+from conformance.sampling import strategies
 from reference._sampling import EDGE_DRAWS
 
 NAMES = reference.names()

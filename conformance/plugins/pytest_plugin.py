@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from conformance.contract import load_implementation
-from conformance.engine import Candidate
+from conformance.checks.engine import Candidate
 
 DEFAULT_IMPLS = ("tf", "torch")
 PROFILE_EXAMPLES = {"ci": 25, "thorough": 200}

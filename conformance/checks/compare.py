@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from conformance.tolerances import Tolerance
+from conformance.checks.tolerances import Tolerance
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Iterable
 
 import pytest
 
-from conformance.engine import FAIL, NOT_IMPLEMENTED, Outcome
+from conformance.checks.engine import FAIL, NOT_IMPLEMENTED, Outcome
 
 
 def assert_conforms(outcomes: Iterable[Outcome]) -> None:

@@ -38,10 +38,10 @@ import reference
 from safetensors import safe_open
 from safetensors.numpy import save as safetensors_bytes
 
-from conformance.cases import Case, draw_arrays
-from conformance.compare import compare
-from conformance.engine import Candidate, Outcome, run_case
-from conformance.tolerances import DTYPES, Tolerance
+from conformance.sampling.cases import Case, draw_arrays
+from conformance.checks.compare import compare
+from conformance.checks.engine import Candidate, Outcome, run_case
+from conformance.checks.tolerances import DTYPES, Tolerance
 
 MANIFEST = "manifest.json"
 GRID = "float16"
@@ -53,7 +53,7 @@ def default_dir() -> Path:
     """``$ATTNCONF_FIXTURES``, else the ``fixtures/`` folder of this checkout, else ``./fixtures``."""
     if os.environ.get("ATTNCONF_FIXTURES"):
         return Path(os.environ["ATTNCONF_FIXTURES"])
-    beside_package = Path(__file__).resolve().parent.parent / "fixtures"
+    beside_package = Path(__file__).resolve().parents[2] / "fixtures"
     return beside_package if beside_package.is_dir() else Path.cwd() / "fixtures"
 
 

@@ -16,10 +16,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 import reference
-from conformance.cases import Case
-from conformance.compare import Comparison, compare, output_scale
+from conformance.sampling.cases import Case
+from conformance.checks.compare import Comparison, compare, output_scale
 from conformance.contract import Implementation
-from conformance.tolerances import Tolerance, tolerance
+from conformance.checks.tolerances import Tolerance, tolerance
 from reference._spec import REQUIRED, is_feature_map
 
 PASS, FAIL, NOT_IMPLEMENTED = "pass", "fail", "not implemented"

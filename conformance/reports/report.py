@@ -7,9 +7,9 @@ import math
 from typing import Any
 
 import reference
-from conformance.engine import FAIL, NOT_IMPLEMENTED, PASS
-from conformance.runner import RunResult, Tally
-from conformance.tolerances import tolerance
+from conformance.checks.engine import FAIL, NOT_IMPLEMENTED, PASS
+from conformance.runners.runner import RunResult, Tally
+from conformance.checks.tolerances import tolerance
 
 SHAPE_CHECKS = ("weights", "init", "output shape")
 

@@ -17,10 +17,10 @@ from typing import Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 
-from conformance import strategies
-from conformance.cases import Case, edge_cases, example_cases
-from conformance.engine import FAIL, NOT_IMPLEMENTED, PASS, Candidate, Outcome, expected_output, run_case, run_cross, run_rejections
-from conformance.tolerances import DTYPES
+from conformance.sampling import strategies
+from conformance.sampling.cases import Case, edge_cases, example_cases
+from conformance.checks.engine import FAIL, NOT_IMPLEMENTED, PASS, Candidate, Outcome, expected_output, run_case, run_cross, run_rejections
+from conformance.checks.tolerances import DTYPES
 
 
 @dataclass

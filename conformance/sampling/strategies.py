@@ -3,7 +3,7 @@
 Configs and input shapes are drawn through each layer's own declaration
 (``LayerSpec.draw_config`` and ``LayerSpec.sample_input_shapes``), so every config parameter
 is exercised within its domain and shapes respect each layer's rules. Inputs and weights
-come from a drawn seed (see ``conformance.cases.draw_arrays``), inputs at a drawn power-of-two
+come from a drawn seed (see ``conformance.sampling.cases.draw_arrays``), inputs at a drawn power-of-two
 scale within the layer's promised input magnitudes.
 """
 
@@ -14,7 +14,7 @@ import math
 from hypothesis import strategies as st
 
 import reference
-from conformance.cases import Case
+from conformance.sampling.cases import Case
 
 
 class HypothesisDraw:

@@ -1,0 +1,1 @@
+"""The checks: one case on one implementation (engine), elementwise comparison, tolerances."""

@@ -1,0 +1,1 @@
+"""Files: golden fixtures."""

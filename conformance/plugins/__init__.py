@@ -1,0 +1,1 @@
+"""Integration with test runners: the pytest plugin and its assertions."""

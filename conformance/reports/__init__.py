@@ -1,0 +1,1 @@
+"""What a run reports: the matrix as text, Markdown and JSON; the generated layer docs."""

@@ -1,0 +1,1 @@
+"""Runs of many cases: the layer x implementation matrix behind ``attnconf check``."""

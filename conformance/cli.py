@@ -3,6 +3,7 @@
     attnconf check [--impl SPEC ...] [--layers NAME ...] [--report FILE.json|FILE.md]
     attnconf fixtures regenerate | verify | check --impl SPEC
     attnconf docs [--check]
+    attnconf convert [--layer NAME (--config JSON --input-shape B,H,W,C | --example NAME)] --from FORMAT SRC --to FORMAT DST [--dtype DTYPE]
 
 Exit status: 0 when everything checked passed, 1 on any failure, 2 on a usage error.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import reference
 
 PROFILES = {"ci": (25, True), "thorough": (200, False)}
+"""Profile -> (drawn cases per layer and dtype, deterministic)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,16 +25,18 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     check = commands.add_parser("check", help="check implementations against the reference and each other")
-    check.add_argument("--impl", action="append", metavar="SPEC", help="tf, torch, numpy or module:attribute (repeatable; default: tf and torch)")
+    check.add_argument("--impl", action="append", metavar="SPEC", help="tf, torch, numpy, module:attribute or path/to/file.py:attribute (repeatable; default: tf and torch)")
     check.add_argument("--layers", nargs="+", metavar="NAME", help="layers to check (default: all)")
     check.add_argument("--dtypes", nargs="+", metavar="DTYPE", help="dtypes to check (default: float32 float64)")
     check.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="ci: deterministic, 25 drawn cases per layer and dtype; thorough: random, 200 (both also run every documented example and edge case)")
     check.add_argument("--examples", type=int, metavar="N", help="drawn cases per layer and dtype (overrides the profile)")
     check.add_argument("--seed", type=int, metavar="N", help="with --profile thorough: Hypothesis seed, so a random run can be repeated (scripts/soak.sh)")
     check.add_argument("--no-cross", action="store_true", help="skip the implementation-vs-implementation comparison")
-    check.add_argument("--strict", action="store_true", help="count 'not implemented' as a failure")
-    check.add_argument("--case", metavar="JSON", help="run exactly this case (as printed in a failure's reproduce command)")
-    check.add_argument("--report", metavar="FILE", type=Path, help="also write the report to FILE (.json or .md)")
+    check.add_argument("--strict", action="store_true", help="fail unless everything was checked: unsupported cases, not implemented layers and stale deviations fail the run")
+    check.add_argument("--expect", metavar="FILE", type=Path, help="known deviations (TOML): matching failures are reported as known, with their reasons")
+    check.add_argument("--traceback", action="store_true", help="print the full traceback of every error an implementation raised")
+    check.add_argument("--case", metavar="JSON", help="run exactly this case (as printed in a failure's reproduce command); an out-of-domain case runs the rejection check")
+    check.add_argument("--report", metavar="FILE", type=Path, action="append", help="also write the report to FILE: .json, .md, .xml (JUnit) or .png (heatmap); repeatable")
 
     fixtures = commands.add_parser("fixtures", help="golden fixtures")
     fixtures.add_argument("action", choices=("regenerate", "verify", "check"))
@@ -43,14 +47,22 @@ def _parser() -> argparse.ArgumentParser:
     docs = commands.add_parser("docs", help="write docs/layers.md from the layer specs")
     docs.add_argument("--check", action="store_true", help="fail if the file is not up to date instead of writing it")
     docs.add_argument("--output", type=Path, help="where to write (default: docs/layers.md of this checkout)")
+
+    from conformance.io import convert as _convert
+
+    convert = commands.add_parser("convert", help="move a layer's weights between a Keras .weights.h5, a PyTorch safetensors state dict and a canonical safetensors file",
+                                  usage=_convert.USAGE, epilog=_convert.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _convert.add_arguments(convert)
     return parser
 
 
 def _candidates(specs: list[str] | None):
-    from conformance.contract import load_implementation
+    from conformance.contract import load_implementation, portable_ref
     from conformance.checks.engine import Candidate
 
-    return [Candidate(s, load_implementation(s)) for s in (specs or ["tf", "torch"])]
+    loaded = [(spec, load_implementation(spec)) for spec in (specs or ["tf", "torch"])]
+    # Reproduce commands name each implementation so that they run from a fresh shell anywhere.
+    return [Candidate(portable_ref(spec), impl) for spec, impl in loaded]
 
 
 def _usage(message: str) -> int:
@@ -59,11 +71,12 @@ def _usage(message: str) -> int:
 
 
 def cmd_check(args) -> int:
-    from conformance.reports import report
-    from conformance.sampling.cases import Case
-    from conformance.checks.engine import NOT_IMPLEMENTED
-    from conformance.runners.runner import CheckSettings, check
+    from conformance.checks import expectations
+    from conformance.checks.engine import ERROR, run_rejection
     from conformance.checks.tolerances import DTYPES
+    from conformance.reports import report
+    from conformance.runners.runner import CheckSettings, RunResult, check
+    from conformance.sampling.cases import Case
 
     layers = args.layers or list(reference.names())
     unknown = [l for l in layers if l not in reference.names()]
@@ -72,16 +85,20 @@ def cmd_check(args) -> int:
     dtypes = tuple(args.dtypes or DTYPES)
     if any(d not in DTYPES for d in dtypes):
         return _usage(f"dtypes must be among {DTYPES}")
-    examples, derandomize = PROFILES[args.profile]
-    if args.seed is not None and derandomize:
-        return _usage("--seed applies to --profile thorough; the ci profile is derandomized")
-    opts = CheckSettings(examples=args.examples or examples, derandomize=derandomize, dtypes=dtypes, cross=not args.no_cross, seed=args.seed)
+    examples, deterministic = PROFILES[args.profile]
+    if args.seed is not None and deterministic:
+        return _usage("--seed applies to --profile thorough; the ci profile always draws the same cases")
+    try:
+        expected = expectations.load(args.expect) if args.expect else []
+    except expectations.ExpectationError as exc:
+        return _usage(f"--expect: {exc}")
+    opts = CheckSettings(examples=args.examples or examples, deterministic=deterministic, dtypes=dtypes, cross=not args.no_cross, seed=args.seed, expected=expected)
     candidates = _candidates(args.impl)
     case = None
     if args.case:
         try:
             case = Case.from_json(args.case)
-            reference.validate(case.layer, *case.input_shapes, **case.config)
+            reference.spec(case.layer)
         except (ValueError, KeyError) as exc:
             return _usage(f"--case: {exc}")
         dtypes = (case.dtype,)
@@ -89,28 +106,58 @@ def cmd_check(args) -> int:
     impl_names = [c.name for c in candidates]
     print(f"attnconf check: spec {reference.SPEC_VERSION}; implementations {', '.join(f'{c.name} ({c.ref})' for c in candidates)}; "
           f"{len(layers) if case is None else 1} layer(s); dtypes {', '.join(dtypes)}; {opts.examples} drawn cases per layer and dtype", file=sys.stderr)
-    result = check(candidates, layers, opts, only_case=case)
+    if case is not None and not _in_domain(case):
+        result = RunResult()
+        for c in candidates:
+            result.record(expectations.apply([run_rejection(c, case)], expected)[0])
+    else:
+        result = check(candidates, layers, opts, only_case=case)
     if case is not None:
         print(_case_details(result))
-    print(report.text(result, dtypes))
-    if args.report:
-        settings = {"profile": args.profile, "examples": opts.examples, "derandomize": opts.derandomize, "cross": opts.cross, "layers": layers}
-        if args.report.suffix == ".json":
-            args.report.write_text(report.as_json(result, dtypes, impl_names, settings), encoding="utf-8")
+    print(report.text(result, dtypes, args.strict))
+    if args.traceback:
+        for o in result.failures:
+            if o.status == ERROR and o.traceback:
+                print(f"\ntraceback of {o.impl} on {o.case.describe() if o.case else o.layer}:\n{o.traceback}")
+    settings = {"profile": args.profile, "examples": opts.examples, "deterministic": opts.deterministic, "seed": opts.seed, "cross": opts.cross, "layers": layers, "strict": args.strict}
+    for target in args.report or []:
+        if target.suffix == ".json":
+            target.write_text(report.as_json(result, dtypes, impl_names, settings, args.strict), encoding="utf-8")
+        elif target.suffix == ".xml":
+            from conformance.reports import junit
+
+            junit.write(result, target)
+        elif target.suffix == ".png":
+            from conformance.reports import heatmap
+
+            heatmap.write(result, dtypes, target)
         else:
-            args.report.write_text(report.markdown(result, dtypes, impl_names), encoding="utf-8")
-        print(f"report written to {args.report}", file=sys.stderr)
-    not_implemented = any(t.status == NOT_IMPLEMENTED for t in result.tallies.values())
-    return 1 if result.failed or (args.strict and not_implemented) else 0
+            target.write_text(report.markdown(result, dtypes, impl_names, args.strict), encoding="utf-8")
+        print(f"report written to {target}", file=sys.stderr)
+    return 0 if report.verdict(result, args.strict).startswith("all checks passed") else 1
+
+
+def _in_domain(case) -> bool:
+    try:
+        reference.validate(case.layer, *case.input_shapes, **case.config)
+    except ValueError:
+        return False
+    return True
 
 
 def _case_details(result) -> str:
+    """Every outcome of the one case, with its full detail."""
     lines = []
-    for (layer, subject, check, dtype), tally in sorted(result.tallies.items()):
-        outcome = tally.first_failure or tally.worst
-        detail = outcome.detail if outcome is not None else tally.status
-        lines.append(f"{check} [{subject}, {dtype}]: {tally.status}: {detail}")
+    for o in sorted((o for o in _outcomes(result)), key=lambda o: (o.impl, o.check)):
+        lines.append(f"{o.check} [{o.impl}, {o.dtype}]: {o.status}: {o.detail}")
     return "\n".join(lines) + "\n"
+
+
+def _outcomes(result):
+    seen = []
+    for tally in result.tallies.values():
+        seen.extend(tally.outcomes)
+    return seen
 
 
 def cmd_fixtures(args) -> int:
@@ -172,10 +219,16 @@ def cmd_docs(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from conformance.io import convert
+
+    return convert.command(args, _usage)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"check": cmd_check, "fixtures": cmd_fixtures, "docs": cmd_docs}[args.command](args)
+        return {"check": cmd_check, "fixtures": cmd_fixtures, "docs": cmd_docs, "convert": cmd_convert}[args.command](args)
     except Exception as exc:  # contract or import problems: one clear line, not a traceback
         from conformance.contract import ContractError
 

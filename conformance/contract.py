@@ -5,16 +5,29 @@ nothing needs to be imported or subclassed)::
 
     name: str              # shown in reports, e.g. "tf", "torch", "mylib"
     layout: str            # "channels_last" or "channels_first": where feature maps keep
-                           # their channels. Token sequences [B, N, C] are the same in both.
+                           # their channels. Token sequences [B, N, C] and per-head tensors
+                           # [B, heads, N, d] are the same in both (passed unchanged).
     dtypes: tuple[str]     # the float dtypes it runs, e.g. ("float32", "float64")
 
     def not_implemented(self) -> Mapping[str, str]:
         '''{layer name: reason} for layers it does not implement.'''
 
     def build(self, layer, config, input_shapes, dtype) -> BuiltLayer:
-        '''A layer for this config (defaults filled in, 2021 keyword names), canonical
-        channels-last input shapes and dtype. Raise ValueError for a config or shape outside
-        the layer's domain, NotImplementedError for one it chooses not to support.'''
+        '''A layer for this case.
+
+        layer: str, the name as in the README (reference.names()).
+        config: dict of the parameters the user set, under the 2021 keyword names, as written:
+            parameters left out must take the implementation's own defaults (which are
+            semantics too: a changed default fails). The README examples arrive exactly as
+            written (HaloAttention() arrives as {}).
+        input_shapes: tuple of tuples of ints, one per input, canonical (channels-last) shapes.
+        dtype: "float32" or "float64" (one of self.dtypes).
+
+        Raise ValueError (or TypeError for a value of the wrong type) for a config or shape
+        outside the layer's domain: the rejection check passes out-of-domain configs and
+        shapes straight to build (and to forward). Raise NotImplementedError for a config the
+        implementation chooses not to support: that case reads "unsupported" (counted, shown,
+        never a pass). Any other exception is reported as an error of the implementation.'''
 
 and ``build`` returns an object with::
 
@@ -35,6 +48,15 @@ and ``build`` returns an object with::
         statistics, ChannelAffine's weight_init_value). Without it, "init" reads "not
         implemented", never a pass.'''
 
+An implementation that needs its own process and environment (Keras 2 code under
+``TF_USE_LEGACY_KERAS=1``, Keras 3 under ``KERAS_BACKEND=jax``) declares it::
+
+    isolation = {"env": {"KERAS_BACKEND": "jax"}}   # optional keys: "target", "timeout"
+
+and ``load_implementation`` returns a proxy with this same contract whose calls run in a worker
+process started with that environment; arrays cross it bit for bit and exceptions come back with
+their type and message. See ``conformance.isolation``.
+
 The suite converts feature maps between channels-last and the declared layout, draws the
 configs, shapes, weights and inputs, and compares. See README "Checking your implementation".
 """
@@ -42,6 +64,9 @@ configs, shapes, weights and inputs, and compares. See README "Checking your imp
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
@@ -52,8 +77,11 @@ BUILTIN_IMPLEMENTATIONS = {
     "tf": "impls.tf.adapter:implementation",
     "torch": "impls.torch.adapter:implementation",
     "numpy": "conformance.numpy_impl:implementation",
+    "keras-jax": "impls.keras_backends:keras_jax",
+    "keras-torch": "impls.keras_backends:keras_torch",
 }
-"""Short names for the bundled implementations; anything else is ``module:attribute``."""
+"""Short names for the bundled implementations; anything else is ``module:attribute`` or
+``path/to/file.py:attribute``."""
 
 
 @runtime_checkable
@@ -86,18 +114,69 @@ def load_implementation(spec: str) -> Implementation:
     The attribute may be an implementation object or a zero-argument callable returning one.
     """
     target = BUILTIN_IMPLEMENTATIONS.get(spec, spec)
-    module_name, sep, attribute = target.partition(":")
+    module_name, sep, attribute = target.rpartition(":")
     if not sep or not module_name or not attribute:
-        raise ContractError(f"implementation {spec!r} must be one of {sorted(BUILTIN_IMPLEMENTATIONS)} or 'module:attribute'")
-    module = importlib.import_module(module_name)
+        raise ContractError(f"implementation {spec!r} must be one of {sorted(BUILTIN_IMPLEMENTATIONS)}, 'module:attribute' or 'path/to/file.py:attribute'")
+    module = _import_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
     try:
         impl = getattr(module, attribute)
     except AttributeError:
         raise ContractError(f"implementation {spec!r}: module {module_name!r} has no attribute {attribute!r}") from None
     if not isinstance(impl, Implementation) and callable(impl):
         impl = impl()
+    if getattr(impl, "isolation", None) is not None:
+        from conformance.isolation import isolate
+
+        impl = isolate(impl, spec)  # a proxy whose calls run in the declared worker process
     check_implementation(impl, spec)
     return impl
+
+
+def _import_file(path: str):
+    """Import an adapter from a file path; its folder goes on ``sys.path`` so that it can import
+    its siblings, as when it is run as a script."""
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise ContractError(f"implementation file {path!r} does not exist")
+    name = f"attnconf_adapter_{file.stem}_{abs(hash(str(file))):x}"
+    if name in sys.modules:
+        return sys.modules[name]
+    if str(file.parent) not in sys.path:
+        sys.path.insert(0, str(file.parent))
+    loader_spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[name] = module
+    loader_spec.loader.exec_module(module)
+    return module
+
+
+def portable_ref(spec: str) -> str:
+    """A load string that works from a fresh shell in any directory: built-in names and modules
+    importable without the current directory stay as they are; anything else becomes the
+    absolute path of its file."""
+    target = BUILTIN_IMPLEMENTATIONS.get(spec)
+    if target is not None:
+        return spec
+    module_name, _, attribute = spec.rpartition(":")
+    if module_name.endswith(".py"):
+        return f"{Path(module_name).expanduser().resolve()}:{attribute}"
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None)
+    if file is None or _importable_without_cwd(module_name):
+        return spec
+    return f"{Path(file).resolve()}:{attribute}"
+
+
+INSTALLED_PACKAGES = ("reference", "impls", "conformance")
+"""This project's packages: importable from any directory once it is installed."""
+
+
+def _importable_without_cwd(module_name: str) -> bool:
+    top = module_name.split(".")[0]
+    if top in INSTALLED_PACKAGES:
+        return True
+    location = Path(getattr(sys.modules.get(top), "__file__", "") or "").resolve()
+    return any(location.is_relative_to(Path(p).resolve()) for p in sys.path if p and "site-packages" in p)
 
 
 def check_implementation(impl: Any, label: str = "") -> None:

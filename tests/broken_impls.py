@@ -100,3 +100,56 @@ class _NoInitialLayer(ReferenceLayer):
 
 wrong_initial_values = _Broken("wrong_init", _WrongInitialLayer)
 no_initial_values = _Broken("no_init", _NoInitialLayer)
+
+
+class _ChangedDefaultLayer(ReferenceLayer):
+    """ChannelAffine whose use_bias defaults to False (a port that changed a default): right
+    whenever the caller sets use_bias, wrong whenever the default is relied on."""
+
+    def __init__(self, layer, config, input_shapes, dtype):
+        if layer == "ChannelAffine" and "use_bias" not in config:
+            config = {**config, "use_bias": False}
+        super().__init__(layer, config, input_shapes, dtype)
+
+
+class _TwoSlipsLayer(ReferenceLayer):
+    """Two independent slips on mlp_block: a misnamed weight when hidden_dim is 3, an offset
+    output when the batch is 2. Different checks, different configs: both must be reported."""
+
+    def weight_shapes(self):
+        shapes = super().weight_shapes()
+        if self.layer == "mlp_block" and self.config["hidden_dim"] == 3:
+            return {("Dense_0/bias_typo" if k == "Dense_0/bias" else k): v for k, v in shapes.items()}
+        return shapes
+
+    def forward(self, *inputs):
+        out = super().forward(*inputs)
+        return out + np.asarray(1e-3, self.dtype) if self.layer == "mlp_block" and inputs[0].shape[0] == 2 else out
+
+
+class _PartialImplementation(ReferenceImplementation):
+    """Supports mlp_block only with the gelu activation (like an adapter for a library without
+    the others): every other config raises NotImplementedError."""
+
+    name = "partial"
+
+    def build(self, layer, config, input_shapes, dtype):
+        built = super().build(layer, config, input_shapes, dtype)  # rejects out-of-domain configs first
+        if layer == "mlp_block" and config.get("activation", "gelu") != "gelu":
+            raise NotImplementedError(f"activation {config['activation']!r} is not available")
+        return built
+
+
+class _CrashingLayer(ReferenceLayer):
+    """Raises from forward on maps with a side of 1 (an implementation bug, not a rejection)."""
+
+    def forward(self, *inputs):
+        if inputs[0].ndim == 4 and 1 in inputs[0].shape[1:3]:
+            raise RuntimeError("reshape of a side of 1 is not supported here")
+        return super().forward(*inputs)
+
+
+changed_default = _Broken("changed_default", _ChangedDefaultLayer)
+two_slips = _Broken("two_slips", _TwoSlipsLayer)
+partial = _PartialImplementation()
+crashing = _Broken("crashing", _CrashingLayer)

@@ -22,7 +22,17 @@ from conformance.contract import Implementation
 from conformance.checks.tolerances import Tolerance, tolerance
 from reference._spec import REQUIRED, is_feature_map
 
-PASS, FAIL, NOT_IMPLEMENTED = "pass", "fail", "not implemented"
+PASS, FAIL, ERROR = "pass", "fail", "error"
+NOT_IMPLEMENTED, UNSUPPORTED, NOT_RUN, KNOWN = "not implemented", "unsupported", "not run", "known deviation"
+FAILING = (FAIL, ERROR)
+"""Statuses that fail a run. ``error``: the implementation raised (never filed as a check's
+failure); ``unsupported``: its ``build`` raised NotImplementedError for this config (partial
+support, counted and shown, never a pass); ``not implemented``: it lists the whole layer as not
+implemented; ``not run``: an earlier step of the same case failed, so this check could not run;
+``known deviation``: a failure the user declared with a reason (``--expect``)."""
+
+CASE_CHECKS = ("weights", "init", "output shape", "numerics")
+"""The checks of one case, in order; ``error`` stands beside them when the implementation raised."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,8 @@ class Outcome:
     detail: str = ""
     case: Case | None = None
     comparison: Comparison | None = None
+    traceback: str = ""
+    """The full traceback, for ``error`` outcomes (printed with ``--traceback``)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -121,51 +133,68 @@ def run_case(
     expected_weights: Mapping[str, tuple[int, ...]] | None = None,
     repro: str | None = None,
 ) -> CaseRun:
-    """Build, list weights, load, run and compare one case; stops at the first failing step.
+    """Build, list weights, check initial values, load, run and compare one case.
+
+    Every check of the case gets an outcome: after a failing or raising step, the later checks
+    read ``not run``; when ``build`` raises NotImplementedError, every check reads
+    ``unsupported``. ``build`` receives the case's config as the user wrote it: parameters left
+    unset take the implementation's own defaults, which are semantics too.
 
     By default the expectations come from the reference. A golden fixture passes its stored
-    ``arrays``, ``expected`` output and ``expected_weights`` instead (then ``case.config`` must
-    be complete), so no reference computation runs.
+    ``arrays``, ``expected`` output and ``expected_weights`` instead (then ``case.config`` is
+    complete), so no reference computation runs.
     """
     impl, spec = candidate.impl, reference.spec(case.layer)
     from_fixture = expected_weights is not None
     inputs, weights = arrays if arrays is not None else case.arrays()
     where = f"{case.layer} on {impl.name} ({case.dtype})"
     repro = repro or reproduce_command([candidate.ref], case)
+    declared = {} if from_fixture else declared_initial_values(case.layer, case.input_shapes, case.config)
+    checks = [c for c in CASE_CHECKS if c != "init" or declared]
+    outcomes: list[Outcome] = []
 
     def outcome(check, status, detail="", **kw):
-        text = f"{check}: {where}: {detail}\n  case: {case.describe()}\n  reproduce: {repro}" if status == FAIL else detail
+        text = f"{check}: {where}: {detail}\n  case: {case.describe()}\n  reproduce: {repro}" if status in FAILING else detail
         return Outcome(check, case.layer, impl.name, case.dtype, status, text, case, **kw)
+
+    def stop(status, detail, after=None):
+        """Every check not yet run gets ``status``; returns the finished run."""
+        done = {o.check for o in outcomes}
+        outcomes.extend(outcome(c, status, detail) for c in checks if c not in done and c != after)
+        return CaseRun(outcomes, None)
+
+    def raised(step, exc):
+        outcomes.append(outcome("error", ERROR, f"{step} raised {_exception(exc)}", traceback="".join(traceback.format_exception(exc))))
+        return stop(NOT_RUN, f"not run: {step} raised {type(exc).__name__}")
 
     reason = dict(impl.not_implemented()).get(case.layer)
     if reason is not None:
-        return CaseRun([outcome("weights", NOT_IMPLEMENTED, reason)], None)
+        return stop(NOT_IMPLEMENTED, reason)
     np_dtype = np.dtype(case.dtype)
     if from_fixture:
-        full_config, want_weights, want = dict(case.config), dict(expected_weights), tuple(expected.shape)
+        want_weights, want = dict(expected_weights), tuple(expected.shape)
     else:
-        full_config = reference.validate(case.layer, *case.input_shapes, **case.config)
         want_weights = reference.weight_shapes(case.layer, *case.input_shapes, **case.config)
         want = reference.output_shape(case.layer, *case.input_shapes, **case.config)
 
     try:
-        built = impl.build(case.layer, full_config, tuple(case.input_shapes), case.dtype)
+        built = impl.build(case.layer, dict(case.config), tuple(case.input_shapes), case.dtype)
     except NotImplementedError as exc:
-        return CaseRun([outcome("weights", NOT_IMPLEMENTED, str(exc) or "build raised NotImplementedError")], None)
-    except Exception as exc:  # noqa: BLE001 - any exception is the implementation's failure to report
-        return CaseRun([outcome("weights", FAIL, f"build raised {_exception(exc)}")], None)
+        return stop(UNSUPPORTED, f"unsupported: {exc}" if str(exc) else "unsupported: build raised NotImplementedError")
+    except Exception as exc:  # noqa: BLE001 - any exception is the implementation's, reported as such
+        return raised("build", exc)
 
     # Weights: exact name-set equality and shapes.
     want_weights = {k: tuple(v) for k, v in want_weights.items()}
     try:
         got_shapes = {str(k): tuple(int(d) for d in v) for k, v in built.weight_shapes().items()}
     except Exception as exc:  # noqa: BLE001
-        return CaseRun([outcome("weights", FAIL, f"weight_shapes() raised {_exception(exc)}")], None)
+        return raised("weight_shapes()", exc)
     diff = weight_diff(want_weights, got_shapes)
     if diff:
-        return CaseRun([outcome("weights", FAIL, diff)], None)
-    outcomes = [outcome("weights", PASS, f"{len(want_weights)} weights match")]
-    declared = {} if from_fixture else declared_initial_values(case.layer, case.input_shapes, case.config)
+        outcomes.append(outcome("weights", FAIL, diff))
+        return stop(NOT_RUN, "not run: the weights check failed")
+    outcomes.append(outcome("weights", PASS, f"{len(want_weights)} weights match"))
     if declared:
         outcomes.append(outcome("init", *check_initial_values(built, declared, np_dtype)))
 
@@ -174,14 +203,13 @@ def run_case(
         raw = built.forward(*(to_layout(np.asarray(x).astype(np_dtype), i.kind, impl.layout) for x, i in zip(inputs, spec.inputs)))
         raw = np.asarray(raw)
     except Exception as exc:  # noqa: BLE001
-        outcomes.append(outcome("output shape", FAIL, f"load_weights/forward raised {_exception(exc)}"))
-        return CaseRun(outcomes, None)
+        return raised("load_weights/forward", exc)
 
     want_in_layout = _layout_shape(want, spec.output_kind, impl.layout)
     if tuple(raw.shape) != want_in_layout:
         layout_note = f" in {impl.layout} layout" if want_in_layout != want else ""
         outcomes.append(outcome("output shape", FAIL, f"expected {list(want_in_layout)}{layout_note}, got {list(raw.shape)}"))
-        return CaseRun(outcomes, None)
+        return stop(NOT_RUN, "not run: the output shape check failed")
     outcomes.append(outcome("output shape", PASS, str(list(want))))
 
     got = from_layout(raw.astype(np.float64), spec.output_kind, impl.layout, len(want))
@@ -269,37 +297,46 @@ def run_cross(a: Candidate, a_out: np.ndarray, b: Candidate, b_out: np.ndarray, 
 def run_rejections(candidate: Candidate, layer: str, dtype: str = "float32") -> list[Outcome]:
     """Every documented out-of-domain config or shape must make build (or forward) raise
     ValueError (or TypeError, Python's convention for a value of the wrong type)."""
-    impl = candidate.impl
-    if layer in dict(impl.not_implemented()):
+    if layer in dict(candidate.impl.not_implemented()):
         return []
-    outcomes = []
     spec = reference.spec(layer)
     required = [p.name for p in spec.params if p.default is REQUIRED]
-    for rejection in spec.rejections:
-        if any(name not in rejection.config for name in required):
-            continue  # a missing positional argument is the language's error, not the domain's
-        case = Case(layer, dict(rejection.config), tuple(rejection.input_shapes), 0, dtype)
-        label = f"{dict(rejection.config)} with input shapes {[list(s) for s in rejection.input_shapes]}"
-        raised = _raises_value_error(impl, layer, rejection)
-        if raised is True:
-            outcomes.append(Outcome("rejects", layer, impl.name, dtype, PASS, label, case))
-        else:
-            detail = (
-                f"rejects: {layer} on {impl.name}: {label} is outside the domain "
-                f"(the reference says: {rejection.message!r}); expected ValueError or TypeError, {raised}\n"
-                f"  reproduce: {reproduce_command([candidate.ref], case)}"
-            )
-            outcomes.append(Outcome("rejects", layer, impl.name, dtype, FAIL, detail, case))
-    return outcomes
+    return [
+        run_rejection(candidate, Case(layer, dict(rejection.config), tuple(rejection.input_shapes), 0, dtype), rejection.message)
+        for rejection in spec.rejections
+        # a missing positional argument is the language's error, not the domain's
+        if all(name in rejection.config for name in required)
+    ]
 
 
-def _raises_value_error(impl: Implementation, layer: str, rejection) -> bool | str:
-    # Configs are passed as given, over the defaults, not normalised: normalising is what is tested.
+def run_rejection(candidate: Candidate, case: Case, message: str | None = None) -> Outcome:
+    """One out-of-domain case: ``build`` (or ``forward``) must raise ValueError or TypeError.
+    ``message`` is the reference's own error, computed when not given."""
+    impl = candidate.impl
+    if message is None:
+        try:
+            reference.validate(case.layer, *case.input_shapes, **case.config)
+            message = "(the reference accepts this case)"
+        except ValueError as exc:
+            message = str(exc)
+    label = f"{dict(case.config)} with input shapes {[list(s) for s in case.input_shapes]}"
+    raised = _raises_value_error(impl, case.layer, case)
+    if raised is True:
+        return Outcome("rejects", case.layer, impl.name, case.dtype, PASS, f"{label}: rejected", case)
+    detail = (
+        f"rejects: {case.layer} on {impl.name}: {label} is outside the domain "
+        f"(the reference says: {message!r}); expected ValueError or TypeError, {raised}\n"
+        f"  reproduce: {reproduce_command([candidate.ref], case)}"
+    )
+    return Outcome("rejects", case.layer, impl.name, case.dtype, FAIL, detail, case)
+
+
+def _raises_value_error(impl: Implementation, layer: str, case: Case) -> bool | str:
+    # The config goes in as the user wrote it, not normalised: normalising is what is tested.
     spec = reference.spec(layer)
-    config = {**spec.defaults(), **rejection.config}
     try:
-        built = impl.build(layer, config, tuple(rejection.input_shapes), "float32")
-        zeros = [to_layout(np.zeros(s, np.float32), i.kind, impl.layout) for s, i in zip(rejection.input_shapes, spec.inputs)]
+        built = impl.build(layer, dict(case.config), tuple(case.input_shapes), case.dtype)
+        zeros = [to_layout(np.zeros(s, case.dtype), i.kind, impl.layout) for s, i in zip(case.input_shapes, spec.inputs)]
         built.forward(*zeros)
     except (ValueError, TypeError):
         # Python's convention: TypeError for a wrong type, ValueError for a wrong value.

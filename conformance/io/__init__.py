@@ -1,1 +1,1 @@
-"""Files: golden fixtures."""
+"""Files: golden fixtures and weight conversion between Keras, PyTorch and canonical safetensors."""

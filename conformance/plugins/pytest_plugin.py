@@ -10,6 +10,12 @@ Options, each with an environment variable for CI systems:
     ``thorough``: random, many examples, with Hypothesis' example database.
 ``--examples N`` / ``ATTNCONF_EXAMPLES``
     Hypothesis examples per test, overriding the profile's count.
+``--attnconf-expect FILE`` / ``ATTNCONF_EXPECT``
+    Known deviations (TOML, see ``conformance.checks.expectations``): matching failures pass,
+    as in ``attnconf check --expect``.
+
+In the ci profile the conformance tests draw exactly the cases ``attnconf check`` draws (the
+same seed per layer and dtype), so the two routes give the same verdicts.
 
 The profile applies to every Hypothesis test of the run unless ``--hypothesis-profile`` is given.
 """
@@ -21,7 +27,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from conformance.contract import load_implementation
+from conformance.contract import load_implementation, portable_ref
 from conformance.checks.engine import Candidate
 
 DEFAULT_IMPLS = ("tf", "torch")
@@ -49,16 +55,43 @@ def pytest_addoption(parser):
     group.addoption("--impl", action="append", default=None, metavar="SPEC", help="implementation to check: tf, torch, numpy or module:attribute (repeatable)")
     group.addoption("--attnconf-profile", choices=sorted(PROFILE_EXAMPLES), default=None, help="ci (deterministic, default) or thorough")
     group.addoption("--examples", type=int, default=None, metavar="N", help="Hypothesis examples per test")
+    group.addoption("--attnconf-expect", default=None, metavar="FILE", help="known deviations (TOML), as attnconf check --expect (or ATTNCONF_EXPECT)")
+
+
+_ACTIVE = {"profile": "ci"}
 
 
 def pytest_configure(config):
     examples = config.getoption("examples") or (int(os.environ["ATTNCONF_EXAMPLES"]) if os.environ.get("ATTNCONF_EXAMPLES") else None)
     register_profiles(examples)
+    profile = config.getoption("attnconf_profile") or os.environ.get("ATTNCONF_PROFILE", "ci")
+    if profile not in PROFILE_EXAMPLES:
+        raise pytest.UsageError(f"ATTNCONF_PROFILE={profile!r}: must be one of {sorted(PROFILE_EXAMPLES)}")
+    _ACTIVE["profile"] = profile
     if config.getoption("hypothesis_profile", None) is None:
-        profile = config.getoption("attnconf_profile") or os.environ.get("ATTNCONF_PROFILE", "ci")
-        if profile not in PROFILE_EXAMPLES:
-            raise pytest.UsageError(f"ATTNCONF_PROFILE={profile!r}: must be one of {sorted(PROFILE_EXAMPLES)}")
         settings.load_profile(f"attnconf-{profile}")
+
+
+def search_settings(layer: str, dtype: str):
+    """Decorator for a test's drawn-case search: in the ci profile, seeded like ``attnconf
+    check``'s search for the same layer and dtype, so both routes draw the same cases."""
+    from hypothesis import seed
+
+    from conformance.sampling.strategies import search_seed
+
+    def decorate(test):
+        return seed(search_seed(layer, dtype))(test) if _ACTIVE["profile"] == "ci" else test
+
+    return decorate
+
+
+@pytest.fixture(scope="session")
+def deviations(request):
+    """Known deviations from ``--attnconf-expect`` / ``ATTNCONF_EXPECT``; none by default."""
+    from conformance.checks import expectations
+
+    path = request.config.getoption("attnconf_expect") or os.environ.get("ATTNCONF_EXPECT")
+    return expectations.load(path) if path else []
 
 
 def requested_impls(config) -> tuple[list[str], bool]:
@@ -80,7 +113,8 @@ def candidate(ref: str, explicit: bool) -> Candidate:
     one asked for explicitly that fails to load is an error."""
     if ref not in _CANDIDATES:
         try:
-            _CANDIDATES[ref] = Candidate(ref, load_implementation(ref))
+            impl = load_implementation(ref)
+            _CANDIDATES[ref] = Candidate(portable_ref(ref), impl)
         except ImportError as exc:
             if explicit:
                 raise

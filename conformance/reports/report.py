@@ -1,4 +1,8 @@
-"""The layer x implementation matrix of a check run, as text, Markdown and JSON."""
+"""The layer x implementation matrix of a check run, as text, Markdown and JSON.
+
+Every cell says what it counts: cases that ran the check (failures out of them), plus the cases
+that could not run it and why. The legend explains every mark.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ import math
 from typing import Any
 
 import reference
-from conformance.checks.engine import FAIL, NOT_IMPLEMENTED, PASS
-from conformance.runners.runner import RunResult, Tally
+from conformance.checks.engine import ERROR, FAIL, KNOWN, NOT_IMPLEMENTED, NOT_RUN, PASS, UNSUPPORTED
 from conformance.checks.tolerances import tolerance
+from conformance.runners.runner import RunResult, Tally
 
 SHAPE_CHECKS = ("weights", "init", "output shape")
 
@@ -21,16 +25,22 @@ def _headroom(t: Tally) -> str:
 
 
 def _cell(t: Tally | None, numeric: bool = False) -> str:
+    """``ok N`` / ``FAIL F/N`` over the N cases that ran the check, then what did not run."""
     if t is None:
         return "-"
-    if t.status == FAIL:
-        base = f"FAIL {t.failed}/{t.passed + t.failed}"
-        return f"{base} {_headroom(t)}" if numeric and t.worst is not None else base
-    if t.status == NOT_IMPLEMENTED:
+    ran = t.count(PASS, FAIL, ERROR, KNOWN)
+    failed = t.count(FAIL, ERROR)
+    if ran:
+        head = f"FAIL {failed}/{ran}" if failed else f"ok {ran}"
+        if numeric and t.worst is not None:
+            head += f" {_headroom(t)}"
+    elif t.count(NOT_IMPLEMENTED) and not t.count(UNSUPPORTED, NOT_RUN):
         return "n/i"
-    if numeric and t.worst is not None:
-        return f"ok {_headroom(t)}"
-    return f"ok {t.passed}" if t.status == PASS else t.status
+    else:
+        head = ""
+    extras = [(KNOWN, "known"), (UNSUPPORTED, "unsupported"), (NOT_RUN, "not run")]
+    tail = [f"{t.count(status)} {word}" for status, word in extras if t.count(status)]
+    return ", ".join(part for part in [head, *tail] if part) or "-"
 
 
 def _merge(tallies: list[Tally]) -> Tally | None:
@@ -38,9 +48,8 @@ def _merge(tallies: list[Tally]) -> Tally | None:
         return None
     merged = Tally()
     for t in tallies:
-        merged.passed += t.passed
-        merged.failed += t.failed
-        merged.not_implemented += t.not_implemented
+        for status, n in t.counts.items():
+            merged.counts[status] = merged.counts.get(status, 0) + n
         merged.reasons |= t.reasons
         if t.worst is not None and (merged.worst is None or t.worst.comparison.tolerance_used > merged.worst.comparison.tolerance_used):
             merged.worst = t.worst
@@ -63,29 +72,27 @@ def rows(result: RunResult, dtypes: tuple[str, ...]) -> list[dict[str, str]]:
             row = {"layer": layer, "implementation": subject}
             for check in SHAPE_CHECKS:
                 row[check] = "-" if cross else _cell(_merge(tallies(check)))
-            if not cross and row["init"] == "-" and not _declares_initial_values(layer):
+            if not cross and row["init"] == "-" and not declares_initial_values(layer):
                 row["init"] = "n/a"
             for dtype in dtypes:
                 row[dtype] = _cell(_merge(tallies("cross" if cross else "numerics", dtype)), numeric=True)
             row["rejects"] = "-" if cross else _cell(_merge(tallies("rejects")))
+            errors = _merge(tallies("error"))
+            row["errors"] = "-" if cross else "none" if errors is None else f"{errors.count(ERROR)} raised" + (f", {errors.count(KNOWN)} known" if errors.count(KNOWN) else "")
             table.append(row)
     return table
 
 
-def _declares_initial_values(layer: str) -> bool:
+def declares_initial_values(layer: str) -> bool:
     spec = reference.spec(layer)
-    return any(example_declares(spec, ex) for ex in spec.examples)
-
-
-def example_declares(spec, example) -> bool:
-    return any(w.initial is not None for w in reference.weight_specs(spec.name, *example.input_shapes, **example.config))
+    return any(w.initial is not None for ex in spec.examples for w in reference.weight_specs(spec.name, *ex.input_shapes, **ex.config))
 
 
 def _columns(dtypes):
-    return ["layer", "implementation", *SHAPE_CHECKS, *dtypes, "rejects"]
+    return ["layer", "implementation", *SHAPE_CHECKS, *dtypes, "rejects", "errors"]
 
 
-def text(result: RunResult, dtypes: tuple[str, ...]) -> str:
+def text(result: RunResult, dtypes: tuple[str, ...], strict: bool = False) -> str:
     table = rows(result, dtypes)
     columns = _columns(dtypes)
     widths = {c: max(len(c), *(len(r[c]) for r in table)) if table else len(c) for c in columns}
@@ -95,41 +102,77 @@ def text(result: RunResult, dtypes: tuple[str, ...]) -> str:
         shown = dict(r, layer=r["layer"] if r["layer"] != previous else "")
         previous = r["layer"]
         lines.append("  ".join(shown[c].ljust(widths[c]) for c in columns).rstrip())
-    return "\n".join(lines) + "\n\n" + legend(dtypes) + "\n" + summary(result)
+    return "\n".join(lines) + "\n\n" + legend(dtypes) + "\n" + details(result) + verdict(result, strict)
+
+
+LEGEND = (
+    "ok N: the check ran on N cases and passed on all. FAIL F/N: it failed on F of the N cases that ran it.",
+    "Counts in weights, init, output shape and errors are summed over the dtypes; each dtype column counts",
+    "that dtype's cases; rejects counts the documented out-of-domain inputs, once.",
+    "Numerics cells add the largest abs error of the case that came closest to its tolerance, and how many",
+    "times below the tolerance it stayed (\"over\" when above).",
+    "K known: failures declared as known deviations (--expect), with their reasons below; not failures.",
+    "U unsupported: cases whose build raised NotImplementedError (partial support): not checked, never a pass.",
+    "R not run: cases where an earlier step failed or raised, so this check could not run.",
+    "n/i: the implementation does not implement the layer (or that dtype) at all. n/a: the layer declares no",
+    "initial values. -: does not apply (cross rows compare two implementations' outputs only).",
+    "errors: cases where the implementation raised (its type, message and frame are in the failure).",
+)
 
 
 def legend(dtypes) -> str:
     tols = ", ".join(f"{d}: {tolerance('', d).describe()}" for d in dtypes)
-    return (
-        "ok N: N cases passed. Numerics cells: the largest abs error of the case that came closest to\n"
-        "its tolerance, and how many times below the tolerance it stayed.\n"
-        "n/i: not implemented (never a pass). Cross rows compare two implementations on the same weights.\n"
-        "init: freshly built weights equal the spec's declared initial and fixed values; n/a: the layer declares none.\n"
-        f"Tolerances: {tols}."
-    )
+    return "\n".join(LEGEND) + f"\nTolerances: {tols}, atol times the RMS of the expected output."
 
 
-def summary(result: RunResult) -> str:
+def details(result: RunResult) -> str:
     drawn = sum(result.examples_run.values())
     fixed = sum(result.fixed_cases_run.values())
     per = ", ".join(f"{l} {d}: {n}" for (l, d), n in sorted(result.examples_run.items()))
-    status = f"{len(result.failures)} failure(s)" if result.failures else "all checks passed"
-    lines = [f"{status}; {drawn} drawn cases and {fixed} documented examples and edge cases in {result.seconds:.1f}s"]
+    lines = [f"{drawn} drawn cases and {fixed} documented examples and edge cases in {result.seconds:.1f}s"]
     if per:
         lines.append(f"drawn cases per layer and dtype: {per}")
+    for (layer, dtype), n in sorted(result.more_failures.items()):
+        lines.append(f"{layer} {dtype}: {n} more failing drawn cases of further kinds, counted above, not shrunk")
+    reasons = sorted({r for t in result.tallies.values() for r in t.reasons})
+    for kind in ("known deviation", "unsupported"):
+        listed = [r for r in reasons if r.startswith(kind)]
+        if listed:
+            lines += ["", f"{kind}s ({len(listed)} distinct):"] + [f"  {r}" for r in listed[:20]]
+    for d in result.stale:
+        lines += ["", f"stale deviation (matched no failure in this run): {d.describe()}"]
     for o in result.failures:
-        lines.append("")
-        lines.append(o.detail)
-    return "\n".join(lines)
+        lines += ["", o.detail]
+    return "\n".join(lines) + "\n"
 
 
-def markdown(result: RunResult, dtypes: tuple[str, ...], impls: list[str]) -> str:
+def verdict(result: RunResult, strict: bool = False) -> str:
+    """The last line: what failed, or that everything checked passed (and what was not checked)."""
+    failed = result.count(FAIL)
+    raised = result.count(ERROR)
+    unchecked = {"unsupported": result.count(UNSUPPORTED), "not implemented": result.count(NOT_IMPLEMENTED)}
+    unchecked_text = ", ".join(f"{n} {word}" for word, n in unchecked.items() if n)
+    known = result.count(KNOWN)
+    notes = "; ".join(part for part in [f"{known} known deviations" if known else "", f"{len(result.stale)} stale deviations" if result.stale else "", unchecked_text] if part)
+    if failed or raised:
+        head = f"FAILED: {failed} failed checks and {raised} raised errors ({len(result.failures)} distinct failures shown above)"
+    elif strict and (unchecked_text or result.stale):
+        head = f"FAILED (--strict): not everything was checked: {unchecked_text or ''}{'; ' if unchecked_text and result.stale else ''}{f'{len(result.stale)} stale deviations' if result.stale else ''}"
+        notes = ""
+    else:
+        head = "all checks passed"
+    return head + (f" ({notes})" if notes else "")
+
+
+def markdown(result: RunResult, dtypes: tuple[str, ...], impls: list[str], strict: bool = False) -> str:
     table = rows(result, dtypes)
     columns = _columns(dtypes)
     out = [
         "# attnconf check",
         "",
         f"Spec version {reference.SPEC_VERSION}; implementations: {', '.join(impls)}.",
+        "",
+        f"**{verdict(result, strict)}**",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "|".join("---" for _ in columns) + "|",
@@ -140,17 +183,15 @@ def markdown(result: RunResult, dtypes: tuple[str, ...], impls: list[str]) -> st
         out += ["## Failures", ""]
         for o in result.failures:
             out += ["```", o.detail, "```", ""]
-    else:
-        out += ["All checks passed.", ""]
     return "\n".join(out)
 
 
-def as_json(result: RunResult, dtypes: tuple[str, ...], impls: list[str], settings: dict[str, Any]) -> str:
+def as_json(result: RunResult, dtypes: tuple[str, ...], impls: list[str], settings: dict[str, Any], strict: bool = False) -> str:
     cells = []
     for (layer, subject, check, dtype), t in sorted(result.tallies.items()):
-        cell = {"layer": layer, "subject": subject, "check": check, "dtype": dtype, "status": t.status, "passed": t.passed, "failed": t.failed, "not_implemented": t.not_implemented}
+        cell = {"layer": layer, "subject": subject, "check": check, "dtype": dtype, "status": t.status, "counts": dict(sorted(t.counts.items()))}
         if t.reasons:
-            cell["not_implemented_reasons"] = sorted(t.reasons)
+            cell["reasons"] = sorted(t.reasons)
         if t.worst is not None:
             c = t.worst.comparison
             cell["max_abs_error"] = c.max_abs
@@ -164,12 +205,14 @@ def as_json(result: RunResult, dtypes: tuple[str, ...], impls: list[str], settin
         "spec_version": reference.SPEC_VERSION,
         "implementations": impls,
         "settings": settings,
-        "passed": not result.failures,
+        "passed": not result.failed,
+        "verdict": verdict(result, strict),
         "seconds": result.seconds,
         "drawn_cases": {f"{l}/{d}": n for (l, d), n in sorted(result.examples_run.items())},
         "documented_and_edge_cases": {f"{l}/{d}": n for (l, d), n in sorted(result.fixed_cases_run.items())},
         "matrix": rows(result, dtypes),
         "cells": cells,
         "failures": [o.to_dict() for o in result.failures],
+        "stale_deviations": [d.describe() for d in result.stale],
     }
     return json.dumps(payload, indent=1, sort_keys=True) + "\n"

@@ -1,0 +1,134 @@
+"""Verdicts that hide nothing: every case counted, every distinct failure reported, partial
+support and crashes visible, known deviations declared, and the CLI and pytest routes agreeing."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conformance.checks import expectations
+from conformance.checks.engine import ERROR, FAIL, KNOWN, UNSUPPORTED, Candidate
+from conformance.cli import main
+from conformance.reports import report
+from conformance.runners.runner import CheckSettings, check
+from tests import broken_impls
+
+ROOT = Path(__file__).resolve().parent.parent
+QUIET = {"progress": lambda message: None}
+
+
+def _run(attribute, layers, **settings):
+    candidate = Candidate(f"tests.broken_impls:{attribute}", getattr(broken_impls, attribute))
+    return check([candidate], layers, CheckSettings(**{"dtypes": ("float64",), "cross": False, **settings}), **QUIET)
+
+
+def test_a_changed_default_fails_although_every_explicit_config_passes():
+    result = _run("changed_default", ["ChannelAffine"])
+    weights = [o for o in result.failures if o.check == "weights"]
+    assert weights and all("use_bias" not in o.case.config for o in weights), [o.detail for o in result.failures]
+    assert "missing bias" in weights[0].detail
+
+
+def test_two_independent_slips_are_both_reported_and_every_case_is_counted():
+    result = _run("two_slips", ["mlp_block"])
+    checks = {o.check for o in result.failures}
+    assert {"weights", "numerics"} <= checks, [o.detail for o in result.failures]
+    weights = result.tallies[("mlp_block", "two_slips", "weights", "float64")]
+    ran = result.examples_run[("mlp_block", "float64")] + result.fixed_cases_run[("mlp_block", "float64")]
+    assert sum(weights.counts.values()) == ran, (weights.counts, ran)
+    numerics = result.tallies[("mlp_block", "two_slips", "numerics", "float64")]
+    assert sum(numerics.counts.values()) == ran and numerics.counts.get("not run"), numerics.counts
+
+
+def test_partial_support_is_shown_and_fails_only_under_strict(capsys):
+    args = ["check", "--impl", "tests.broken_impls:partial", "--layers", "mlp_block", "--dtypes", "float64", "--no-cross"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"ok \d+, \d+ unsupported", out), out
+    assert out.strip().splitlines()[-1].startswith("all checks passed (") and "unsupported" in out.strip().splitlines()[-1]
+    assert main(args + ["--strict"]) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("FAILED (--strict)") and "unsupported" in last, last
+
+
+def test_a_crash_is_an_error_never_a_check_failure():
+    result = _run("crashing", ["BiasLayer"])
+    errors = [o for o in result.failures if o.status == ERROR]
+    assert errors and all(o.check == "error" for o in errors)
+    assert "RuntimeError: reshape of a side of 1" in errors[0].detail and "broken_impls.py" in errors[0].detail
+    assert not any(o.check == "weights" and o.status == FAIL for o in result.failures)
+    row = next(r for r in report.rows(result, ("float64",)) if r["implementation"] == "crashing")
+    assert "raised" in row["errors"] and "not run" in row["float64"], row
+
+
+def test_declared_deviations_pass_with_their_reason_and_stale_ones_are_reported(tmp_path, capsys):
+    deviations = tmp_path / "known.toml"
+    deviations.write_text(
+        '[[deviation]]\nimplementation = "crashing"\nlayer = "BiasLayer"\ncheck = "error"\n'
+        'when = "height == 1 or width == 1"\nreason = "the port cannot reshape a side of 1"\n'
+        '[[deviation]]\nimplementation = "crashing"\nlayer = "BiasLayer"\ncheck = "numerics"\nreason = "never happens"\n'
+    )
+    args = ["check", "--impl", "tests.broken_impls:crashing", "--layers", "BiasLayer", "--dtypes", "float64", "--no-cross", "--expect", str(deviations)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "the port cannot reshape a side of 1" in out and "stale deviation" in out and "never happens" in out
+    assert main(args + ["--strict"]) == 1
+
+
+def test_a_deviation_file_with_an_unsafe_condition_is_refused(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[deviation]]\nimplementation = "x"\nlayer = "BiasLayer"\ncheck = "numerics"\nwhen = "__import__(\'os\')"\nreason = "r"\n')
+    with pytest.raises(expectations.ExpectationError, match="Call"):
+        expectations.load(bad)
+
+
+def test_the_legend_explains_every_mark_a_cell_can_show():
+    result = _run("crashing", ["BiasLayer", "ChannelAffine"])
+    legend = report.legend(("float64",))
+    for row in report.rows(result, ("float64",)):
+        for column, cell in row.items():
+            if column in ("layer", "implementation"):
+                continue
+            for mark in re.findall(r"\b(ok|FAIL|known|unsupported|not run|n/i|n/a|raised|none)\b|^-$", cell):
+                assert mark in legend, f"{mark!r} (in {cell!r}) is not explained"
+
+
+def test_an_out_of_domain_reproduce_command_runs_as_printed(capsys):
+    case = '{"config":{"hidden_dim":0},"dtype":"float32","input_shapes":[[1,4,3]],"layer":"mlp_block","seed":0}'
+    assert main(["check", "--impl", "numpy", "--case", case]) == 0
+    out = capsys.readouterr().out
+    assert "rejects [numpy, float32]: pass" in out, out
+
+
+@pytest.mark.parametrize("attribute, layer", [("partial", "mlp_block"), ("crashing", "BiasLayer"), ("two_slips", "mlp_block")])
+def test_the_cli_and_pytest_give_the_same_verdict(attribute, layer, tmp_path):
+    cli = subprocess.run(
+        [sys.executable, "-m", "conformance", "check", "--impl", f"tests.broken_impls:{attribute}", "--layers", layer, "--dtypes", "float64", "--no-cross", "--report", str(tmp_path / "r.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    cli_passed = json.loads((tmp_path / "r.json").read_text())["passed"]
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "conformance/tests/test_conformance.py", "--impl", f"tests.broken_impls:{attribute}", "-k", f"{layer} and float64 and not fixtures and not agree"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert tests.returncode in (0, 1), tests.stdout + tests.stderr
+    assert (tests.returncode == 0) == cli_passed == (cli.returncode == 0), (cli.stdout[-2000:], tests.stdout[-3000:])
+
+
+def test_junit_and_heatmap_reports_show_failures_and_unsupported_cases(tmp_path, capsys):
+    xml, png = tmp_path / "r.xml", tmp_path / "r.png"
+    args = ["check", "--impl", "tests.broken_impls:crashing", "--impl", "tests.broken_impls:partial", "--layers", "BiasLayer", "mlp_block",
+            "--dtypes", "float64", "--no-cross", "--report", str(xml), "--report", str(png)]
+    assert main(args) == 1
+    from junitparser import JUnitXml
+
+    suites = {suite.name: suite for suite in JUnitXml.fromfile(str(xml))}
+    assert suites["BiasLayer"].errors >= 1, "the crash must be a JUnit error"
+    skipped = [case for case in suites["mlp_block"] if case.result and type(case.result[0]).__name__ == "Skipped"]
+    assert not skipped, "partial support with some checked cases is not a skip"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

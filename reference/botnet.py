@@ -54,10 +54,16 @@ def mhsa_with_position_embedding(
 
     With ``E = num_heads * key_dim``: ``q, k, v = x @ query, x @ key, x @ value`` (no biases),
     split into heads as channel ``head * key_dim + d``. The query is scaled by
-    ``key_dim ** -0.5`` before both the content logits ``q . k`` and the position logits
-    (:func:`position_logits`). The softmax runs over the ``H*W`` keys; heads are concatenated
-    back in the same channel order, then ``@ output_weight`` if ``out_weight`` and
-    ``+ output_bias`` if ``out_bias``. ``attn_dropout`` is inactive at inference.
+    ``key_dim ** -0.5`` before both the content logits and the position logits. For the
+    query at ``(x, y)`` and the key at ``(p, q)``, per head::
+
+        logit = q[x, y] . k[p, q] + q[x, y] . r_height[:, h] + q[x, y] . r_width[:, w]
+
+    with ``h = H - 1 + p - x`` and ``w = W - 1 + q - y`` when ``relative`` (tables
+    ``(key_dim, 2H - 1)`` and ``(key_dim, 2W - 1)``), and ``h = p``, ``w = q`` otherwise
+    (absolute tables ``(key_dim, H)`` and ``(key_dim, W)``). The softmax runs over the ``H*W``
+    keys; heads are concatenated back in the same channel order, then ``@ output_weight`` if
+    ``out_weight`` and ``+ output_bias`` if ``out_bias``. ``attn_dropout`` is inactive at inference.
     """
     batch, height, width, _ = inputs.shape
     tokens = height * width

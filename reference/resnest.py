@@ -160,7 +160,7 @@ def split_attention_conv2d(inputs: np.ndarray, *, weights, filters, kernel_size=
        ``H' * W'`` positions: ``[B, filters]``.
     4. ``2_conv`` (1x1 with bias) to ``max(C * g // 4, 32)`` channels, ``2_bn`` and
        ``activation``, then ``3_conv`` (1x1 with bias) to ``g * filters`` channels.
-    5. :func:`rsoftmax` with ``g`` groups: channel ``r * filters + f`` is softmaxed over ``r``
+    5. ``rsoftmax`` with ``g`` groups: channel ``r * filters + f`` is softmaxed over ``r``
        (a sigmoid when ``g == 1``).
     6. Output ``[b, y, x, f] = sum_r attention[b, r * filters + f] * logits[b, y, x, r * filters + f]``
        with the activated logits of step 2.

@@ -4,6 +4,7 @@ support and crashes visible, known deviations declared, and the CLI and pytest r
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -132,3 +133,14 @@ def test_junit_and_heatmap_reports_show_failures_and_unsupported_cases(tmp_path,
     skipped = [case for case in suites["mlp_block"] if case.result and type(case.result[0]).__name__ == "Skipped"]
     assert not skipped, "partial support with some checked cases is not a skip"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_printed_reproduce_command_runs_from_a_fresh_shell_in_another_directory(tmp_path, capsys):
+    # The adapter is importable here only because the tests run from the checkout; the printed
+    # command must not depend on that.
+    assert main(["check", "--impl", "tests.broken_impls:off_by_1e3", "--layers", "BiasLayer", "--dtypes", "float64", "--no-cross", "--examples", "1"]) == 1
+    command = next(line.split("reproduce: ", 1)[1] for line in capsys.readouterr().out.splitlines() if "reproduce: " in line)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    run = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "numerics [off_by_1e-3, float64]: fail" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]

@@ -37,20 +37,25 @@ class HypothesisDraw:
 
 @st.composite
 def configs(draw, layer: str) -> dict:
-    """A config drawn through the layer's own sampler, written the way a user writes it: a
-    parameter drawn at its default value is sometimes left out, so that the implementation's own
-    default is what gets checked (defaults are semantics too)."""
-    spec = reference.spec(layer)
-    config = spec.draw_config(HypothesisDraw(draw))
-    for param in spec.params:
-        if param.default is not REQUIRED and param.name in config and _same(config[param.name], param.default):
+    """A complete config drawn through the layer's own sampler."""
+    return reference.spec(layer).draw_config(HypothesisDraw(draw))
+
+
+@st.composite
+def as_written(draw, layer: str, config: dict) -> dict:
+    """The config the way a user writes it: a parameter drawn at its default value is sometimes
+    left out, so that the implementation's own default is what gets checked (defaults are
+    semantics too)."""
+    written = dict(config)
+    for param in reference.spec(layer).params:
+        if param.default is not REQUIRED and param.name in written and _same(written[param.name], param.default):
             if draw(st.booleans()):
-                del config[param.name]
-    return config
+                del written[param.name]
+    return written
 
 
 def _same(value, default) -> bool:
-    return type(value) is type(default) and value == default or (value is None and default is None)
+    return (type(value) is type(default) and value == default) or (value is None and default is None)
 
 
 @st.composite
@@ -71,8 +76,8 @@ def input_scales(layer: str):
 @st.composite
 def cases(draw, layer: str, dtype: str) -> Case:
     config = draw(configs(layer))
-    shapes = draw(input_shapes(layer, config))
-    return Case(layer, config, shapes, draw(seeds()), dtype, scale=draw(input_scales(layer)))
+    shapes = draw(input_shapes(layer, config))  # the samplers read the complete config
+    return Case(layer, draw(as_written(layer, config)), shapes, draw(seeds()), dtype, scale=draw(input_scales(layer)))
 
 
 def search_seed(layer: str, dtype: str) -> int:

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="check implementations against the reference and each other")
     check.add_argument("--impl", action="append", metavar="SPEC", help="tf, torch, numpy, module:attribute or path/to/file.py:attribute (repeatable; default: tf and torch)")
     check.add_argument("--layers", nargs="+", metavar="NAME", help="layers to check (default: all)")
-    check.add_argument("--dtypes", nargs="+", metavar="DTYPE", help="dtypes to check (default: float32 float64)")
+    check.add_argument("--dtypes", nargs="+", metavar="DTYPE", help="dtypes to check: float32 float64 (the default), float16 bfloat16 (opt-in half precision)")
     check.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="ci: deterministic, 25 drawn cases per layer and dtype; thorough: random, 200 (both also run every documented example and edge case)")
     check.add_argument("--examples", type=int, metavar="N", help="drawn cases per layer and dtype (overrides the profile)")
     check.add_argument("--seed", type=int, metavar="N", help="with --profile thorough: Hypothesis seed, so a random run can be repeated (scripts/soak.sh)")
@@ -73,7 +73,7 @@ def _usage(message: str) -> int:
 def cmd_check(args) -> int:
     from conformance.checks import expectations
     from conformance.checks.engine import ERROR, run_rejection
-    from conformance.checks.tolerances import DTYPES
+    from conformance.checks.tolerances import DTYPES, KNOWN_DTYPES
     from conformance.reports import report
     from conformance.runners.runner import CheckSettings, RunResult, check
     from conformance.sampling.cases import Case
@@ -83,8 +83,8 @@ def cmd_check(args) -> int:
     if unknown:
         return _usage(f"unknown layer(s) {unknown}; the layers are: {', '.join(reference.names())}")
     dtypes = tuple(args.dtypes or DTYPES)
-    if any(d not in DTYPES for d in dtypes):
-        return _usage(f"dtypes must be among {DTYPES}")
+    if any(d not in KNOWN_DTYPES for d in dtypes):
+        return _usage(f"dtypes must be among {KNOWN_DTYPES}")
     examples, deterministic = PROFILES[args.profile]
     if args.seed is not None and deterministic:
         return _usage("--seed applies to --profile thorough; the ci profile always draws the same cases")

@@ -21,7 +21,11 @@ nothing needs to be imported or subclassed)::
             semantics too: a changed default fails). The README examples arrive exactly as
             written (HaloAttention() arrives as {}).
         input_shapes: tuple of tuples of ints, one per input, canonical (channels-last) shapes.
-        dtype: "float32" or "float64" (one of self.dtypes).
+        dtype: "float32" or "float64" (one of self.dtypes); "float16" or "bfloat16" when the
+            implementation declares them (opt-in: attnconf check --dtypes float16 bfloat16).
+            NumPy has no bfloat16: bfloat16 weights, inputs and outputs (and initial_weights)
+            cross the contract as float32 arrays holding bfloat16 values, exactly; the
+            implementation casts them to bfloat16 itself (conformance.checks.half).
 
         Raise ValueError (or TypeError for a value of the wrong type) for a config or shape
         outside the layer's domain: the rejection check passes out-of-domain configs and
@@ -48,14 +52,33 @@ and ``build`` returns an object with::
         statistics, ChannelAffine's weight_init_value). Without it, "init" reads "not
         implemented", never a pass.'''
 
+    # optional
+    def gradients(self, inputs: list[np.ndarray], cotangent: np.ndarray) -> tuple[list, dict]:
+        '''(input_grads, weight_grads): the gradients of sum(forward(*inputs) * cotangent) at
+        inference (training=False), in float64 when built in float64. inputs and cotangent in
+        its own layout; input_grads one per input in its own layout; weight_grads {canonical
+        name: array in canonical layout} for every trainable weight (fixed weights and moving
+        statistics may be left out; zeros for a weight the output does not use). Checked
+        ("gradients") against float64 finite differences of the reference; without it,
+        "not implemented". See conformance.checks.gradients.'''
+
+    # optional
+    def forward_training(self, *inputs: np.ndarray) -> tuple[np.ndarray, dict]:
+        '''(output, moving_statistics): one training-mode forward (batch statistics, dropout
+        active) and {canonical name: value} of every BatchNorm moving statistic after that step
+        ({} without any). Checked ("training") where training differs from inference; see
+        conformance.checks.training for the semantics (Keras' biased variance updates the
+        moving variance; PyTorch's nn.BatchNorm2d uses the unbiased one).'''
+
 An implementation that needs its own process and environment (Keras 2 code under
 ``TF_USE_LEGACY_KERAS=1``, Keras 3 under ``KERAS_BACKEND=jax``) declares it::
 
     isolation = {"env": {"KERAS_BACKEND": "jax"}}   # optional keys: "target", "timeout"
 
 and ``load_implementation`` returns a proxy with this same contract whose calls run in a worker
-process started with that environment; arrays cross it bit for bit and exceptions come back with
-their type and message. See ``conformance.isolation``.
+process started with that environment; arrays cross it bit for bit, built layers have the same
+optional methods as the real ones, and exceptions come back with their type and message. See
+``conformance.isolation``.
 
 The suite converts feature maps between channels-last and the declared layout, draws the
 configs, shapes, weights and inputs, and compares. See README "Checking your implementation".
@@ -76,6 +99,8 @@ LAYOUTS = ("channels_last", "channels_first")
 BUILTIN_IMPLEMENTATIONS = {
     "tf": "impls.tf.adapter:implementation",
     "torch": "impls.torch.adapter:implementation",
+    "tf-mixed": "impls.tf.adapter:mixed_implementation",  # half dtypes only: mixed_float16 / mixed_bfloat16 policies
+    "torch-autocast": "impls.torch.adapter:autocast_implementation",  # half dtypes only: CPU torch.autocast
     "numpy": "conformance.numpy_impl:implementation",
     "keras-jax": "impls.keras_backends:keras_jax",
     "keras-torch": "impls.keras_backends:keras_torch",

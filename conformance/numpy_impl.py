@@ -38,6 +38,44 @@ class ReferenceLayer:
     def forward(self, *inputs: np.ndarray) -> np.ndarray:
         return reference.forward(self.layer, *inputs, weights=self.weights, **self.config).astype(self.dtype)
 
+    def gradients(self, inputs, cotangent):
+        """Float64 central differences of the reference over every input and trainable weight
+        element (the plumbing of the gradients check; it passes by construction)."""
+        from conformance.checks.gradients import STEP, trainable_weights
+
+        inputs = [np.array(x, dtype=np.float64) for x in inputs]
+        weights = {k: np.array(v, dtype=np.float64) for k, v in self.weights.items()}
+        cot = np.asarray(cotangent, dtype=np.float64)
+
+        def f() -> float:
+            return float(np.sum(reference.forward(self.layer, *inputs, weights=weights, **self.config) * cot))
+
+        def differentiate(array: np.ndarray) -> np.ndarray:
+            flat, grad = array.reshape(-1), np.zeros(array.size)
+            for i, x in enumerate(flat.copy()):
+                h = (x + STEP * max(1.0, abs(x))) - x
+                flat[i] = x + h
+                up = f()
+                flat[i] = x - h
+                grad[i] = (up - f()) / (2 * h)
+                flat[i] = x
+            return grad.reshape(array.shape).astype(self.dtype)
+
+        input_grads = [differentiate(x) for x in inputs]
+        names = trainable_weights(self.layer, self.input_shapes, self.config)
+        return input_grads, {name: differentiate(weights[name]) for name in names}
+
+    def forward_training(self, *inputs: np.ndarray):
+        """The training semantics of ``conformance.checks.training``: the output and the moving
+        statistics after one step, which the layer then holds."""
+        from conformance.checks.training import expected_training
+        from conformance.sampling.cases import Case
+
+        case = Case(self.layer, self.config, self.input_shapes, 0, "float64")
+        out, moving, _ = expected_training(case, [np.asarray(x, dtype=np.float64) for x in inputs], self.weights)
+        self.weights.update({k: v.astype(self.dtype) for k, v in moving.items()})
+        return out.astype(self.dtype), {k: v.astype(self.dtype) for k, v in moving.items()}
+
 
 class ReferenceImplementation:
     name = "numpy"
@@ -52,3 +90,4 @@ class ReferenceImplementation:
 
 
 implementation = ReferenceImplementation()
+

@@ -49,7 +49,10 @@ def pad(x: np.ndarray, padding: tuple[Pair, Pair]) -> np.ndarray:
     (top, bottom), (left, right) = padding
     if top == bottom == left == right == 0:
         return x
-    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    batch, height, width, channels = x.shape
+    out = np.zeros((batch, top + height + bottom, left + width + right, channels), dtype=x.dtype)
+    out[:, top : top + height, left : left + width] = x
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,12 +81,26 @@ def conv2d(x: np.ndarray, kernel: np.ndarray, strides=1, groups: int = 1, bias: 
     channels = x.shape[-1]
     if channels != per_group * groups or out_channels % groups:
         raise ValueError(f"conv2d: input channels {channels}, kernel {kernel.shape} and groups {groups} do not fit")
-    windows = _windows(x, (kh, kw), strides)  # [B, Ho, Wo, C, kh, kw]
+    windows = _windows(x, (kh, kw), strides)  # [B, Ho, Wo, C, kh, kw], a view
     batch, out_h, out_w = windows.shape[:3]
-    windows = windows.reshape(batch, out_h, out_w, groups, per_group, kh, kw)
-    grouped = kernel.reshape(kh, kw, per_group, groups, out_channels // groups)
-    out = np.einsum("bhwgcij,ijcgo->bhwgo", windows, grouped, optimize=True).reshape(batch, out_h, out_w, out_channels)
-    return out if bias is None else out + bias
+    per_out = out_channels // groups
+    # A matrix product per group: the receptive fields as rows [g, positions, kh*kw*C/g] times the
+    # group's kernel [g, kh*kw*C/g, O/g]. The rows are a copy (kh*kw times the input), so they are
+    # built a band of output rows at a time, at most _COLUMNS_BLOCK elements.
+    fields = windows.reshape(batch, out_h, out_w, groups, per_group, kh, kw).transpose(3, 0, 1, 2, 5, 6, 4)
+    grouped = kernel.reshape(kh * kw, per_group, groups, per_out).transpose(2, 0, 1, 3).reshape(groups, kh * kw * per_group, per_out)
+    band = max(1, _COLUMNS_BLOCK // (out_w * kh * kw * channels))
+    out = np.empty((batch, out_h, out_w, out_channels))
+    for b in range(batch):
+        for top in range(0, out_h, band):
+            rows = np.ascontiguousarray(fields[:, b, top : top + band]).reshape(groups, -1, kh * kw * per_group)
+            products = np.matmul(rows, grouped)  # [g, positions, O/g]
+            out[b, top : top + band] = products.transpose(1, 0, 2).reshape(-1, out_w, out_channels)
+    return out if bias is None else _add_in_place(out, bias)
+
+
+_COLUMNS_BLOCK = 1 << 20
+"""Elements of receptive-field rows built at once by :func:`conv2d` (8 MiB)."""
 
 
 def depthwise_conv2d(x: np.ndarray, kernel: np.ndarray, strides=1, bias: np.ndarray | None = None) -> np.ndarray:
@@ -92,10 +109,16 @@ def depthwise_conv2d(x: np.ndarray, kernel: np.ndarray, strides=1, bias: np.ndar
     kh, kw, channels, multiplier = kernel.shape
     if x.shape[-1] != channels:
         raise ValueError(f"depthwise_conv2d: input channels {x.shape[-1]} do not match kernel {kernel.shape}")
-    windows = _windows(x, (kh, kw), strides)  # [B, Ho, Wo, C, kh, kw]
-    out = np.einsum("bhwcij,ijcm->bhwcm", windows, kernel, optimize=True)
+    windows = _windows(x, (kh, kw), strides)  # [B, Ho, Wo, C, kh, kw], a view
+    # Without optimize, einsum runs one fused loop over the strided view: no copy of the windows.
+    out = np.einsum("bhwcij,ijcm->bhwcm", windows, kernel, optimize=False)
     out = out.reshape(*out.shape[:3], channels * multiplier)
-    return out if bias is None else out + bias
+    return out if bias is None else _add_in_place(out, bias)
+
+
+def _add_in_place(out: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    out += bias
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,14 +127,22 @@ def depthwise_conv2d(x: np.ndarray, kernel: np.ndarray, strides=1, bias: np.ndar
 
 def batch_norm(x: np.ndarray, gamma, beta, moving_mean, moving_variance, epsilon: float = 1e-5) -> np.ndarray:
     """``(x - moving_mean) / sqrt(moving_variance + epsilon) * gamma + beta`` on the last axis."""
-    return (x - moving_mean) / np.sqrt(moving_variance + epsilon) * gamma + beta
+    out = x - moving_mean  # centred first (not x * scale + shift): no digits lost where x is near the mean
+    out *= gamma / np.sqrt(moving_variance + epsilon)
+    out += beta
+    return out
 
 
 def layer_norm(x: np.ndarray, gamma, beta, epsilon: float) -> np.ndarray:
     """Normalise over the last axis with the biased variance, then scale and shift."""
-    mean = x.mean(axis=-1, keepdims=True)
-    variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
+    channels = x.shape[-1]
+    # einsum sums short rows several times faster than ndarray.mean along the last axis
+    centred = x - np.einsum("...c->...", x)[..., None] / channels
+    variance = np.einsum("...c,...c->...", centred, centred)[..., None] / channels
+    centred /= np.sqrt(variance + epsilon)
+    centred *= gamma
+    centred += beta
+    return centred
 
 
 def group_norm(x: np.ndarray, gamma, beta, groups: int, epsilon: float) -> np.ndarray:
@@ -119,7 +150,11 @@ def group_norm(x: np.ndarray, gamma, beta, groups: int, epsilon: float) -> np.nd
     block's channels (biased variance), then scale and shift per channel. ``x`` is ``[B, ..., C]``."""
     shape = x.shape
     grouped = x.reshape(shape[0], -1, groups, shape[-1] // groups)
-    mean = grouped.mean(axis=(1, 3), keepdims=True)
-    variance = ((grouped - mean) ** 2).mean(axis=(1, 3), keepdims=True)
-    normalised = ((grouped - mean) / np.sqrt(variance + epsilon)).reshape(shape)
-    return normalised * gamma + beta
+    count = grouped.shape[1] * grouped.shape[3]
+    centred = grouped - np.einsum("bngc->bg", grouped)[:, None, :, None] / count
+    variance = np.einsum("bngc,bngc->bg", centred, centred)[:, None, :, None] / count
+    centred /= np.sqrt(variance + epsilon)
+    normalised = centred.reshape(shape)
+    normalised *= gamma
+    normalised += beta
+    return normalised

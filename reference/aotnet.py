@@ -127,8 +127,8 @@ class GroupCount(Integer):
 ACTIVATION_NAMES = tuple(_ops.ACTIVATIONS)
 
 
-def _activate(name: str | None, x: np.ndarray) -> np.ndarray:
-    return x if name is None else _ops.activation(name, x)
+def _activate(name: str | None, x: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    return x if name is None else _ops.activation(name, x, overwrite)
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ def batchnorm_with_activation(inputs: np.ndarray, *, weights, activation="relu",
     normalised = batch_norm(
         inputs, weights["bn/gamma"], weights["bn/beta"], weights["bn/moving_mean"], weights["bn/moving_variance"], BATCH_NORM_EPSILON
     )
-    return _activate(activation, normalised)
+    return _activate(activation, normalised, overwrite=True)
 
 
 def batch_norm_weights(prefix: str, channels: int, zero_gamma: bool = False) -> list[Weight]:

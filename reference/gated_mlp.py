@@ -28,8 +28,10 @@ def spatial_gating_block(inputs: np.ndarray, *, weights) -> np.ndarray:
     """
     gate, gated = np.split(inputs, 2, axis=-1)
     normalised = layer_norm(gated, weights["vv_ln/gamma"], weights["vv_ln/beta"], GATING_LAYER_NORM_EPSILON)
-    spatial = np.einsum("bnc,nm->bmc", normalised, weights["vv_dense/kernel"]) + weights["vv_dense/bias"][:, None]
-    return gate * spatial
+    spatial = np.matmul(weights["vv_dense/kernel"].T, normalised)  # s[b, m, c] = sum_n kernel[n, m] * v[b, n, c]
+    spatial += weights["vv_dense/bias"][:, None]
+    spatial *= gate
+    return spatial
 
 
 def _weights(config, input_shape):

@@ -26,9 +26,11 @@ def mlp_block(inputs: np.ndarray, *, weights, hidden_dim, activation="gelu") -> 
     ``Dense_0`` maps the ``C`` input channels to ``hidden_dim``, ``Dense_1`` maps back to ``C``;
     both have biases. The default activation is the exact (erf) GELU.
     """
-    hidden = inputs @ weights["Dense_0/kernel"] + weights["Dense_0/bias"]
-    hidden = _ops.activation(activation, hidden)
-    return hidden @ weights["Dense_1/kernel"] + weights["Dense_1/bias"]
+    hidden = inputs @ weights["Dense_0/kernel"]
+    hidden += weights["Dense_0/bias"]
+    out = _ops.activation(activation, hidden, overwrite=True) @ weights["Dense_1/kernel"]
+    out += weights["Dense_1/bias"]
+    return out
 
 
 def mlp_weights(prefix: str, width: int, hidden_dim: int) -> list[Weight]:

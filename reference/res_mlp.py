@@ -17,7 +17,7 @@ def channel_affine(inputs: np.ndarray, *, weights, use_bias=True, weight_init_va
     """
     out = inputs * weights["weight"]
     if use_bias:
-        out = out + weights["bias"]
+        out += weights["bias"]
     return out
 
 

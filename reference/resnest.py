@@ -39,7 +39,7 @@ def batch_norm_with_activation(x: np.ndarray, weights, prefix: str, activation: 
         weights[f"{prefix}bn/moving_variance"],
         epsilon=1e-5,
     )
-    return x if activation is None else _ops.activation(activation, x)
+    return x if activation is None else _ops.activation(activation, x, overwrite=True)
 
 
 def pointwise(x: np.ndarray, weights, name: str, bias: bool) -> np.ndarray:

@@ -19,6 +19,7 @@ import reference
 from conformance.sampling.cases import Case
 from conformance.checks.compare import Comparison, compare, output_scale
 from conformance.contract import Implementation
+from conformance.checks.half import carrier, to_dtype
 from conformance.checks.tolerances import Tolerance, tolerance
 from reference._spec import REQUIRED, is_feature_map
 
@@ -170,7 +171,7 @@ def run_case(
     reason = dict(impl.not_implemented()).get(case.layer)
     if reason is not None:
         return stop(NOT_IMPLEMENTED, reason)
-    np_dtype = np.dtype(case.dtype)
+    np_dtype = carrier(case.dtype)  # bfloat16 travels as float32 (conformance.contract)
     if from_fixture:
         want_weights, want = dict(expected_weights), tuple(expected.shape)
     else:
@@ -196,11 +197,11 @@ def run_case(
         return stop(NOT_RUN, "not run: the weights check failed")
     outcomes.append(outcome("weights", PASS, f"{len(want_weights)} weights match"))
     if declared:
-        outcomes.append(outcome("init", *check_initial_values(built, declared, np_dtype)))
+        outcomes.append(outcome("init", *check_initial_values(built, declared, case.dtype)))
 
     try:
-        built.load_weights({k: np.asarray(v).astype(np_dtype) for k, v in weights.items()})
-        raw = built.forward(*(to_layout(np.asarray(x).astype(np_dtype), i.kind, impl.layout) for x, i in zip(inputs, spec.inputs)))
+        built.load_weights({k: to_dtype(v, case.dtype) for k, v in weights.items()})
+        raw = built.forward(*(to_layout(to_dtype(x, case.dtype), i.kind, impl.layout) for x, i in zip(inputs, spec.inputs)))
         raw = np.asarray(raw)
     except Exception as exc:  # noqa: BLE001
         return raised("load_weights/forward", exc)
@@ -215,7 +216,7 @@ def run_case(
     got = from_layout(raw.astype(np.float64), spec.output_kind, impl.layout, len(want))
     if expected is None:
         expected = expected_output(case, (inputs, weights))
-    result = compare(got, expected, tolerance(case.layer, case.dtype), scale=output_scale(expected))
+    result = compare(got, expected, tolerance(case.layer, case.dtype, case), scale=output_scale(expected))
     outcomes.append(outcome("numerics", PASS if result.ok else FAIL, result.summary(), comparison=result))
     return CaseRun(outcomes, got)
 
@@ -226,9 +227,10 @@ def declared_initial_values(layer: str, input_shapes, config) -> dict[str, np.nd
     return {w.name: w.initial_value() for w in reference.weight_specs(layer, *input_shapes, **config) if w.initial is not None}
 
 
-def check_initial_values(built, declared: Mapping[str, np.ndarray], dtype: np.dtype) -> tuple[str, str]:
+def check_initial_values(built, declared: Mapping[str, np.ndarray], dtype: str | np.dtype) -> tuple[str, str]:
     """``(status, detail)``: the built layer's ``initial_weights()`` must equal every declared
-    value rounded to its dtype, exactly; "not implemented" when it has no such method."""
+    value rounded to its dtype, exactly; "not implemented" when it has no such method. bfloat16
+    values are compared in their float32 carrier (``conformance.checks.half``)."""
     if not hasattr(built, "initial_weights"):
         return NOT_IMPLEMENTED, "initial_weights() is not provided, so initial and fixed values were not checked"
     try:
@@ -237,11 +239,11 @@ def check_initial_values(built, declared: Mapping[str, np.ndarray], dtype: np.dt
         return FAIL, f"initial_weights() raised {_exception(exc)}"
     wrong = []
     for name, value in declared.items():
-        want = value.astype(dtype)
+        want = to_dtype(value, dtype)
         if name not in got:
             wrong.append(f"{name}: missing from initial_weights()")
-        elif got[name].shape != want.shape or not np.array_equal(got[name].astype(dtype), want):
-            where = np.argwhere(got[name].astype(dtype) != want)[0] if got[name].shape == want.shape else None
+        elif got[name].shape != want.shape or not np.array_equal(to_dtype(got[name], dtype), want):
+            where = np.argwhere(to_dtype(got[name], dtype) != want)[0] if got[name].shape == want.shape else None
             at = f" first differing at {list(where)}: got {got[name][tuple(where)]!r}, expected {want[tuple(where)]!r}" if where is not None else f" shape {got[name].shape}, expected {want.shape}"
             wrong.append(f"{name}:{at}")
     if wrong:
@@ -274,16 +276,16 @@ def _exception(exc: BaseException) -> str:
 # Implementations against each other
 
 
-def cross_tolerance(layer: str, dtype: str) -> Tolerance:
+def cross_tolerance(layer: str, dtype: str, case: Case | None = None) -> Tolerance:
     """Two implementations each within tolerance of the reference are within the sum of both
-    of each other."""
-    t = tolerance(layer, dtype)
+    of each other (``case``: needed for half precision, whose tolerance depends on it)."""
+    t = tolerance(layer, dtype, case)
     return Tolerance(rtol=2 * t.rtol, atol=2 * t.atol, reason="each side within its own tolerance of the reference")
 
 
 def run_cross(a: Candidate, a_out: np.ndarray, b: Candidate, b_out: np.ndarray, case: Case) -> Outcome:
     name = f"{a.name} vs {b.name}"
-    result = compare(a_out, b_out, cross_tolerance(case.layer, case.dtype), scale=output_scale(b_out))
+    result = compare(a_out, b_out, cross_tolerance(case.layer, case.dtype, case), scale=output_scale(b_out))
     detail = result.summary()
     if not result.ok:
         detail = f"cross: {case.layer} {name} ({case.dtype}): {detail} (got = {a.name}, expected = {b.name})\n  case: {case.describe()}\n  reproduce: {reproduce_command([a.ref, b.ref], case)}"

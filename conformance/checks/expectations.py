@@ -6,7 +6,7 @@ A TOML file (read with the standard library) lists them::
     [[deviation]]
     implementation = "kcam2021"          # the implementation's `name`
     layer = "MHSAWithPositionEmbedding"
-    check = "error"                      # weights | init | output shape | numerics | rejects | cross | error
+    check = "error"                      # weights | init | output shape | numerics | rejects | cross | error | gradients | training
     when = "relative and (height == 1 or width == 1)"   # optional
     reason = "the 2021 reshape trick cannot run a relative table on a side of 1"
 
@@ -32,7 +32,7 @@ import reference
 from conformance.checks.engine import FAILING, KNOWN, Outcome
 from conformance.sampling.cases import Case
 
-CHECKS = ("weights", "init", "output shape", "numerics", "rejects", "cross", "error")
+CHECKS = ("weights", "init", "output shape", "numerics", "rejects", "cross", "error", "gradients", "training")
 
 _ALLOWED = (
     ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,

@@ -12,7 +12,8 @@ from typing import Any
 
 import reference
 from conformance.checks.engine import ERROR, FAIL, KNOWN, NOT_IMPLEMENTED, NOT_RUN, PASS, UNSUPPORTED
-from conformance.checks.tolerances import tolerance
+from conformance.checks.tolerances import describe as describe_tolerance
+from conformance.checks.training import applies as training_applies
 from conformance.runners.runner import RunResult, Tally
 
 SHAPE_CHECKS = ("weights", "init", "output shape")
@@ -77,6 +78,10 @@ def rows(result: RunResult, dtypes: tuple[str, ...]) -> list[dict[str, str]]:
             for dtype in dtypes:
                 row[dtype] = _cell(_merge(tallies("cross" if cross else "numerics", dtype)), numeric=True)
             row["rejects"] = "-" if cross else _cell(_merge(tallies("rejects")))
+            row["gradients"] = _cell(_merge(tallies("gradients")), numeric=True)
+            row["training"] = "-" if cross else _cell(_merge(tallies("training")), numeric=True)
+            if not cross and row["training"] == "-" and not training_applies(layer):
+                row["training"] = "n/a"
             errors = _merge(tallies("error"))
             row["errors"] = "-" if cross else "none" if errors is None else f"{errors.count(ERROR)} raised" + (f", {errors.count(KNOWN)} known" if errors.count(KNOWN) else "")
             table.append(row)
@@ -89,7 +94,7 @@ def declares_initial_values(layer: str) -> bool:
 
 
 def _columns(dtypes):
-    return ["layer", "implementation", *SHAPE_CHECKS, *dtypes, "rejects", "errors"]
+    return ["layer", "implementation", *SHAPE_CHECKS, *dtypes, "rejects", "gradients", "training", "errors"]
 
 
 def text(result: RunResult, dtypes: tuple[str, ...], strict: bool = False) -> str:
@@ -117,11 +122,15 @@ LEGEND = (
     "n/i: the implementation does not implement the layer (or that dtype) at all. n/a: the layer declares no",
     "initial values. -: does not apply (cross rows compare two implementations' outputs only).",
     "errors: cases where the implementation raised (its type, message and frame are in the failure).",
+    "gradients: the layer's gradients(inputs, cotangent) against float64 central differences of the reference on",
+    "its small edge cases (float64 only; n/i without the method; cross rows compare two implementations' gradients).",
+    "training: training-mode output (batch statistics, dropout rate 0), moving statistics after one step and",
+    "dropout as identity at inference (n/i without forward_training; n/a where training equals inference).",
 )
 
 
 def legend(dtypes) -> str:
-    tols = ", ".join(f"{d}: {tolerance('', d).describe()}" for d in dtypes)
+    tols = ", ".join(f"{d}: {describe_tolerance(d)}" for d in dtypes)
     return "\n".join(LEGEND) + f"\nTolerances: {tols}, atol times the RMS of the expected output."
 
 

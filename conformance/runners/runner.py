@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 
 from conformance.checks import expectations as expectations_module
+from conformance.checks import gradients as gradients_module
+from conformance.checks import training as training_module
 from conformance.checks.engine import (
     ERROR, FAIL, FAILING, KNOWN, NOT_IMPLEMENTED, NOT_RUN, PASS, UNSUPPORTED,
     Candidate, Outcome, expected_output, run_case, run_cross, run_rejections,
@@ -41,6 +43,10 @@ class CheckSettings:
     """Hypothesis' seed for a random (thorough) search: the same seed draws the same cases."""
     dtypes: tuple[str, ...] = DTYPES
     cross: bool = True
+    gradients: bool = True
+    """Run the gradients check (float64, when float64 is among ``dtypes``; checks/gradients.py)."""
+    training: bool = True
+    """Run the training-mode check where training differs (checks/training.py)."""
     max_failures: int = 5
     """Distinct kinds of failure shrunk and reported per layer and dtype; more are counted."""
     expected: list[Deviation] = field(default_factory=list)
@@ -159,6 +165,7 @@ def check(candidates: list[Candidate], layers: list[str], opts: CheckSettings, p
                 for o in run_one_case(candidates, case, opts.cross, opts.expected):
                     result.record(o)
             result.fixed_cases_run[(layer, dtype)] = len(fixed_cases)
+        _gradients_and_training(candidates, layer, opts, result)
         for dtype in opts.dtypes:
             step += 1
             t0 = time.perf_counter()
@@ -168,6 +175,21 @@ def check(candidates: list[Candidate], layers: list[str], opts: CheckSettings, p
     result.stale = expectations_module.stale(opts.expected)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _gradients_and_training(candidates: list[Candidate], layer: str, opts: CheckSettings, result: RunResult) -> None:
+    """The gradients check on its small float64 cases, and the training-mode check (float32 and
+    float64) on layers with BatchNorm or dropout."""
+    outcomes = []
+    if opts.gradients and gradients_module.DTYPE in opts.dtypes:
+        for case in gradients_module.gradient_cases(layer):
+            outcomes += gradients_module.run_gradient_case(candidates, case, opts.cross)
+    if opts.training and training_module.applies(layer):
+        for dtype in [d for d in opts.dtypes if d in ("float32", "float64")]:
+            for case in training_module.training_cases(layer, dtype):
+                outcomes += training_module.run_training_case(candidates, case)
+    for o in expectations_module.apply(outcomes, opts.expected):
+        result.record(o)
 
 
 def _not_declared(candidates: list[Candidate], layer: str, dtype: str, result: RunResult) -> None:

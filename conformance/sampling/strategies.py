@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import reference
 from reference._spec import REQUIRED
-from conformance.sampling.cases import Case
+from conformance.sampling.cases import Case, clamp_scale
 
 
 class HypothesisDraw:
@@ -67,9 +67,10 @@ def seeds():
     return st.integers(0, 2**32 - 1)
 
 
-def input_scales(layer: str):
-    """Powers of two across the input magnitudes the layer's spec promises (exact in every dtype)."""
-    low, high = reference.spec(layer).input_magnitudes
+def input_scales(layer: str, dtype: str = "float32"):
+    """Powers of two across the input magnitudes the layer's spec promises (exact in every dtype),
+    within ``cases.HALF_INPUT_SCALES`` for a half-precision dtype."""
+    low, high = (clamp_scale(m, dtype) for m in reference.spec(layer).input_magnitudes)
     return st.integers(math.ceil(math.log2(low)), math.floor(math.log2(high))).map(lambda exponent: 2.0**exponent)
 
 
@@ -77,7 +78,7 @@ def input_scales(layer: str):
 def cases(draw, layer: str, dtype: str) -> Case:
     config = draw(configs(layer))
     shapes = draw(input_shapes(layer, config))  # the samplers read the complete config
-    return Case(layer, draw(as_written(layer, config)), shapes, draw(seeds()), dtype, scale=draw(input_scales(layer)))
+    return Case(layer, draw(as_written(layer, config)), shapes, draw(seeds()), dtype, scale=draw(input_scales(layer, dtype)))
 
 
 def search_seed(layer: str, dtype: str) -> int:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import keras
 
+FLOAT32_STATISTICS = True
+"""Half-precision inputs are normalised in float32 (see ``CenteredLayerNormalization.call``);
+``tests/test_half_precision.py`` turns this off to show that it matters."""
+
 
 @keras.saving.register_keras_serializable(package="attnconf")
 class CenteredLayerNormalization(keras.layers.LayerNormalization):
@@ -24,13 +28,24 @@ class CenteredLayerNormalization(keras.layers.LayerNormalization):
         super().__init__(axis=-1, **kwargs)
 
     def call(self, inputs):
+        # float16 / bfloat16 inputs are normalised in float32, as the 2021 tf.keras
+        # LayerNormalization did under mixed policies (an explicit upcast "at least as numerically
+        # stable as the fused version", whose kernel accumulates in float32) and as PyTorch's
+        # layer_norm does: in half, a token whose channels are nearly equal loses its centred values
+        # to the rounding of its mean (spatial_gating_block over 2 channels fails float16 without it).
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        if FLOAT32_STATISTICS and dtype in ("float16", "bfloat16"):
+            return keras.ops.cast(self._normalise(keras.ops.cast(inputs, "float32")), dtype)
+        return self._normalise(inputs)
+
+    def _normalise(self, inputs):
         # Not keras.ops.moments: its variance is mean(x^2) - mean^2, which cancels for channels
         # of nearly equal value; the mean of the squared deviations does not.
         centred = inputs - keras.ops.mean(inputs, axis=-1, keepdims=True)
         variance = keras.ops.mean(keras.ops.square(centred), axis=-1, keepdims=True)
         outputs = centred * keras.ops.rsqrt(variance + self.epsilon)
         if self.gamma is not None:
-            outputs = outputs * self.gamma
+            outputs = outputs * keras.ops.cast(self.gamma, outputs.dtype)
         if self.beta is not None:
-            outputs = outputs + self.beta
+            outputs = outputs + keras.ops.cast(self.beta, outputs.dtype)
         return outputs

@@ -47,7 +47,8 @@ class CanonicalWeights(nn.Module):
                 tensor = tensor.chunk(where.block[1])[where.block[0]]
             if where.permute is not None:
                 tensor = tensor.permute(*np.argsort(where.permute))
-            out[name] = tensor.cpu().numpy()
+            # NumPy has no bfloat16: its values travel as float32 (exact; see conformance.contract)
+            out[name] = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).cpu().numpy()
         return out
 
     def canonical_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -91,3 +92,22 @@ def channel_axis_shape(channels: int, channel_dim: int, ndim: int) -> tuple[int,
 def check_channels(layer: str, x: torch.Tensor, channel_dim: int, channels: int) -> None:
     if x.ndim < 2 or not -x.ndim <= channel_dim < x.ndim or x.shape[channel_dim] != channels:
         raise ValueError(f"{layer}: inputs shape {tuple(x.shape)} must have {channels} channels on dim {channel_dim}")
+
+
+class KerasBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` with Keras' training step. Both normalise a training batch with its
+    biased variance, but ``nn.BatchNorm2d`` updates ``running_var`` with the UNBIASED one
+    (``var * n / (n - 1)``), Keras' ``BatchNormalization`` with the biased one, which is the
+    spec's (``conformance.checks.training``). Inference is ``nn.BatchNorm2d``'s own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        dims = [d for d in range(x.ndim) if d != 1]
+        with torch.no_grad():
+            mean = x.mean(dim=dims)
+            var = x.var(dim=dims, unbiased=False)
+            self.running_mean.mul_(1 - self.momentum).add_(mean.to(self.running_mean.dtype), alpha=self.momentum)
+            self.running_var.mul_(1 - self.momentum).add_(var.to(self.running_var.dtype), alpha=self.momentum)
+            self.num_batches_tracked.add_(1)
+        return torch.nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import reference
-from impls.torch._mapping import CONV2D, DEPTHWISE_CONV2D, Canonical, CanonicalWeights, check_channels, checked_config
+from impls.torch._mapping import CONV2D, DEPTHWISE_CONV2D, Canonical, CanonicalWeights, KerasBatchNorm2d, check_channels, checked_config
 from impls.torch.mlp_mixer import ACTIVATIONS
 
 
@@ -76,8 +76,9 @@ class AntiAliasDownsample(CanonicalWeights):
         return cls(input_shape[-1], **config)
 
 
-class BatchNormAct2d(nn.BatchNorm2d, CanonicalWeights):
-    """``nn.BatchNorm2d`` (eps 1e-5, momentum 0.1, which is Keras' 0.9) followed by an
+class BatchNormAct2d(KerasBatchNorm2d, CanonicalWeights):
+    """``nn.BatchNorm2d`` with Keras' training step (``KerasBatchNorm2d``; eps 1e-5, momentum 0.1,
+    which is Keras' 0.9) followed by an
     activation by its Keras name (None for none). ``zero_gamma`` starts the weight at 0."""
 
     def __init__(self, num_features: int, activation: str | None = "relu", zero_gamma: bool = False):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import reference
-from impls.torch._mapping import CONV2D, Canonical, CanonicalWeights, check_channels, checked_config
+from impls.torch._mapping import CONV2D, Canonical, CanonicalWeights, KerasBatchNorm2d, check_channels, checked_config
 from impls.torch.mlp_mixer import ACTIVATIONS
 
 
@@ -35,7 +35,7 @@ def batch_norm_mapping(prefix: str, module: str) -> dict[str, Canonical]:
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
     """Keras' BatchNormalization(momentum=0.9, epsilon=1e-5) in PyTorch terms."""
-    return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.1)
+    return KerasBatchNorm2d(channels, eps=1e-5, momentum=0.1)  # the biased variance updates running_var, as Keras
 
 
 class RadixSoftmax(CanonicalWeights):

@@ -16,8 +16,9 @@ implementations get the same inputs and weights (``conformance.sampling.cases.dr
 seed 0) and the same thread count: ``--threads`` (default 1) goes to OpenBLAS and OpenMP
 through the environment before NumPy is imported, to ``torch.set_num_threads`` and to
 TensorFlow's intra- and inter-op pools. The calls of one repeat run one after the other
-(reference, torch, keras), so drift on a shared machine hits every implementation alike; calls
-shorter than the slowest get more repeats (up to 200). The script runs itself again with glibc's
+(reference, torch, keras), so drift on a shared machine hits every implementation alike; short
+calls get more repeats (as many as fit in 0.25 s of the slowest call, up to 200). With more than
+one thread, numbers are only meaningful on an otherwise idle machine. The script runs itself again with glibc's
 allocator told to keep freed memory (see ``MALLOC_SETTINGS``) unless ``--default-malloc``.
 
 Peak memory (``--no-memory`` skips it) is measured in separate runs, after the timings:

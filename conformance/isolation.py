@@ -182,7 +182,7 @@ class IsolatedImplementation:
         with self._worker.lock:  # the generation that built it, not one a later restart makes
             handle, methods = self._worker.request("build", (layer, dict(config), tuple(tuple(s) for s in input_shapes), dtype))
             generation = self._worker.generation
-        return remote_layer_class(methods)(self._worker, handle, generation)
+        return remote_layer_class(methods)(self, handle, generation)
 
     @property
     def pid(self) -> int | None:
@@ -207,8 +207,10 @@ class RemoteLayer:
     optional method (``initial_weights``, ``gradients``, ``forward_training``...) find it here
     exactly where the implementation has it."""
 
-    def __init__(self, worker: "_Worker", handle: int, generation: int):
-        self._worker, self._handle, self._generation = worker, handle, generation
+    def __init__(self, owner: IsolatedImplementation, handle: int, generation: int):
+        # Holding the proxy keeps its worker alive while a layer built there is in use, even when
+        # nothing else holds it (``load_implementation("keras-jax").build(...)``).
+        self._owner, self._worker, self._handle, self._generation = owner, owner._worker, handle, generation
 
     def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
         return self._worker.request("call", (self._handle, method, args, kwargs), generation=self._generation)

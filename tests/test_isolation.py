@@ -418,3 +418,9 @@ def test_keras_backend_gradients_agree_with_tensorflows(backend):
     assert sorted(got_weights) == sorted(want_weights) == sorted(weights)
     for name in weights:
         np.testing.assert_allclose(got_weights[name], want_weights[name], rtol=1e-5, atol=1e-5)
+
+
+def test_a_built_layer_keeps_its_worker_alive_when_nothing_else_holds_the_implementation():
+    built = IsolatedImplementation("tests.isolated_impls:probe", Isolation(env={"ATTNCONF_PROBE": "held by its layer"})).build("echo", {}, ((1,),), "float32")
+    gc.collect()
+    assert built.forward(np.ones(1))[0][0].tolist() == [1.0]

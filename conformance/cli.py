@@ -11,6 +11,7 @@ Exit status: 0 when everything checked passed, 1 on any failure, 2 on a usage er
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--traceback", action="store_true", help="print the full traceback of every error an implementation raised")
     check.add_argument("--case", metavar="JSON", help="run exactly this case (as printed in a failure's reproduce command); an out-of-domain case runs the rejection check")
     check.add_argument("--report", metavar="FILE", type=Path, action="append", help="also write the report to FILE: .json, .md, .xml (JUnit) or .png (heatmap); repeatable")
+    check.add_argument("--jobs", metavar="N", default=os.environ.get("ATTNCONF_JOBS", "auto"), type=_jobs,
+                       help="processes to spread the layers over: a number, or auto (one per CPU, at most 4; the default, or ATTNCONF_JOBS); 1 runs in this process. The report is the same")
 
     fixtures = commands.add_parser("fixtures", help="golden fixtures")
     fixtures.add_argument("action", choices=("regenerate", "verify", "check"))
@@ -65,6 +68,14 @@ def _candidates(specs: list[str] | None):
     return [Candidate(portable_ref(spec), impl) for spec, impl in loaded]
 
 
+def _jobs(text: str) -> str | int:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of processes or auto")
+    return int(text)
+
+
 def _usage(message: str) -> int:
     print(f"attnconf: error: {message}", file=sys.stderr)
     return 2
@@ -75,6 +86,7 @@ def cmd_check(args) -> int:
     from conformance.checks.engine import ERROR, run_rejection
     from conformance.checks.tolerances import DTYPES, KNOWN_DTYPES
     from conformance.reports import report
+    from conformance.runners.parallel import auto_jobs, check_in_processes
     from conformance.runners.runner import CheckSettings, RunResult, check
     from conformance.sampling.cases import Case
 
@@ -93,7 +105,6 @@ def cmd_check(args) -> int:
     except expectations.ExpectationError as exc:
         return _usage(f"--expect: {exc}")
     opts = CheckSettings(examples=args.examples or examples, deterministic=deterministic, dtypes=dtypes, cross=not args.no_cross, seed=args.seed, expected=expected)
-    candidates = _candidates(args.impl)
     case = None
     if args.case:
         try:
@@ -103,15 +114,23 @@ def cmd_check(args) -> int:
             return _usage(f"--case: {exc}")
         dtypes = (case.dtype,)
 
-    impl_names = [c.name for c in candidates]
-    print(f"attnconf check: spec {reference.SPEC_VERSION}; implementations {', '.join(f'{c.name} ({c.ref})' for c in candidates)}; "
-          f"{len(layers) if case is None else 1} layer(s); dtypes {', '.join(dtypes)}; {opts.examples} drawn cases per layer and dtype", file=sys.stderr)
-    if case is not None and not _in_domain(case):
-        result = RunResult()
-        for c in candidates:
-            result.record(expectations.apply([run_rejection(c, case)], expected)[0])
+    specs = args.impl or ["tf", "torch"]
+    jobs = 1 if case is not None else auto_jobs(len(layers)) if args.jobs == "auto" else min(args.jobs, len(layers))
+    summary = f"{len(layers) if case is None else 1} layer(s); dtypes {', '.join(dtypes)}; {opts.examples} drawn cases per layer and dtype"
+    if jobs > 1:
+        # The processes load the implementations; this one only merges and reports.
+        print(f"attnconf check: spec {reference.SPEC_VERSION}; implementations {', '.join(specs)}; {summary}", file=sys.stderr)
+        impl_names, result = check_in_processes(specs, layers, opts, jobs, progress=lambda m: print(m, file=sys.stderr, flush=True))
     else:
-        result = check(candidates, layers, opts, only_case=case)
+        candidates = _candidates(specs)
+        impl_names = [c.name for c in candidates]
+        print(f"attnconf check: spec {reference.SPEC_VERSION}; implementations {', '.join(f'{c.name} ({c.ref})' for c in candidates)}; {summary}", file=sys.stderr)
+        if case is not None and not _in_domain(case):
+            result = RunResult()
+            for c in candidates:
+                result.record(expectations.apply([run_rejection(c, case)], expected)[0])
+        else:
+            result = check(candidates, layers, opts, only_case=case)
     if case is not None:
         print(_case_details(result))
     print(report.text(result, dtypes, args.strict))

@@ -105,6 +105,26 @@ def test_the_ci_profile_gives_the_same_report_twice(tmp_path):
     assert reports[0] == reports[1]
 
 
+def test_spreading_the_layers_over_processes_gives_the_same_report(tmp_path):
+    # Failures, shrunk cases, a known deviation and a stale one, unsupported cases: the merged
+    # report of two processes is the one a single process writes.
+    expect = tmp_path / "expect.toml"
+    expect.write_text(
+        '[[deviation]]\nimplementation = "two_slips"\nlayer = "mlp_block"\ncheck = "numerics"\nreason = "declared for the test"\n\n'
+        '[[deviation]]\nimplementation = "two_slips"\nlayer = "ChannelAffine"\ncheck = "numerics"\nreason = "never fails: stale"\n'
+    )
+    reports = {}
+    for jobs in ("1", "2"):
+        target = tmp_path / f"{jobs}.json"
+        args = ["check", "--impl", "tests.broken_impls:two_slips", "--impl", "tests.broken_impls:partial", "--impl", "numpy",
+                "--layers", "BiasLayer", "mlp_block", "ChannelAffine", "--examples", "5", "--expect", str(expect), "--jobs", jobs, "--report", str(target)]
+        assert main(args) == 1
+        reports[jobs] = json.loads(target.read_text())
+        reports[jobs].pop("seconds")
+    assert reports["1"] == reports["2"]
+    assert "known deviation" in json.dumps(reports["1"]) and "stale" in json.dumps(reports["1"]), "the test must exercise what it claims"
+
+
 def test_a_seeded_thorough_run_repeats_and_another_seed_draws_other_cases():
     from conformance.checks.engine import Candidate
     from conformance.numpy_impl import ReferenceImplementation

@@ -114,11 +114,34 @@ def test_the_cli_and_pytest_give_the_same_verdict(attribute, layer, tmp_path):
     )
     cli_passed = json.loads((tmp_path / "r.json").read_text())["passed"]
     tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "conformance/tests/test_conformance.py", "--impl", f"tests.broken_impls:{attribute}", "-k", f"{layer} and float64 and not fixtures and not agree"],
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "conformance/tests/test_conformance.py", "--impl", f"tests.broken_impls:{attribute}", "-k", f"{layer} and float64 and not fixtures and not agree"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert tests.returncode in (0, 1), tests.stdout + tests.stderr
     assert (tests.returncode == 0) == cli_passed == (cli.returncode == 0), (cli.stdout[-2000:], tests.stdout[-3000:])
+
+
+def _test_outcomes(junit_xml: Path) -> dict[str, str]:
+    from junitparser import JUnitXml
+
+    return {f"{case.classname}::{case.name}": type(case.result[0]).__name__ if case.result else "passed" for suite in JUnitXml.fromfile(str(junit_xml)) for case in suite}
+
+
+def test_pytest_in_parallel_gives_the_serial_verdict_on_every_test(tmp_path):
+    # Two workers against one: each test's outcome (pass, failure, skip) must be the same,
+    # with the agreement tests included (they reuse per-worker runs, conformance.plugins).
+    outcomes = {}
+    for workers in ("0", "2"):
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-n", workers, "-p", "no:cacheprovider", "conformance/tests/test_conformance.py",
+             "--impl", "tests.broken_impls:two_slips", "--impl", "numpy", "-k", "(mlp_block or BiasLayer) and not fixtures",
+             f"--junitxml={tmp_path / workers}.xml"],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )
+        assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+        outcomes[workers] = _test_outcomes(tmp_path / f"{workers}.xml")
+    assert outcomes["0"] == outcomes["2"]
+    assert {"passed", "Failure"} <= set(outcomes["0"].values()), outcomes["0"]
 
 
 def test_junit_and_heatmap_reports_show_failures_and_unsupported_cases(tmp_path, capsys):

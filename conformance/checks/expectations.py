@@ -74,6 +74,15 @@ class Deviation:
                 raise ExpectationError(f"{self.source}: when {self.when!r} uses {bad[0]}, which deviations do not allow")
             self._code = compile(tree, self.source or "<when>", "eval")
 
+    def __getstate__(self):
+        # Code objects do not pickle: ``when`` is compiled again on arrival, so a deviation can
+        # travel to the processes of ``attnconf check --jobs``.
+        return {k: v for k, v in self.__dict__.items() if k != "_code"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__post_init__()
+
     def matches(self, outcome: Outcome) -> bool:
         if outcome.check != self.check or self.implementation not in ("*", outcome.impl) or self.layer not in ("*", outcome.layer):
             return False

@@ -28,7 +28,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from conformance.contract import load_implementation, portable_ref
-from conformance.checks.engine import Candidate
+from conformance.checks.engine import Candidate, CaseRun, expected_output, run_case
+from conformance.sampling.cases import Case
 
 DEFAULT_IMPLS = ("tf", "torch")
 PROFILE_EXAMPLES = {"ci": 25, "thorough": 200}
@@ -125,6 +126,18 @@ def candidate(ref: str, explicit: bool) -> Candidate:
     return loaded
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup``, every test sharing ``case_runs`` for one layer and
+    dtype runs on the same worker, so the agreement tests find the per-implementation runs of
+    their cases in that worker's cache (verdicts are the same either way; only the time differs).
+    First, so that pytest-xdist sees the groups."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "case_runs" in getattr(item, "fixturenames", ()) and "layer" in params:
+            item.add_marker(pytest.mark.xdist_group(f"attnconf-{params['layer']}-{params.get('dtype', '')}"))
+
+
 def pytest_generate_tests(metafunc):
     if "impl_ref" in metafunc.fixturenames:
         refs, _ = requested_impls(metafunc.config)
@@ -133,6 +146,34 @@ def pytest_generate_tests(metafunc):
         refs, _ = requested_impls(metafunc.config)
         pairs = [(a, b) for i, a in enumerate(refs) for b in refs[i + 1 :]]
         metafunc.parametrize("impl_pair", pairs, ids=[f"{a}-vs-{b}" for a, b in pairs])
+
+
+class CaseRuns:
+    """Each (implementation, case) runs once per session, each case's reference output is
+    computed once: the per-implementation tests and the agreement tests draw the same cases, and
+    the agreement tests then only compare outputs already computed. A run is deterministic (its
+    case's seed fixes inputs and weights), so a repeat could only repeat the verdict.
+
+    Only outcomes and outputs are kept, not inputs or weights. Under ``pytest -n`` each worker
+    has its own cache; a test whose runs were made on another worker makes them again."""
+
+    def __init__(self) -> None:
+        self._runs: dict[tuple[str, str], CaseRun] = {}
+        self._expected: dict[str, object] = {}
+
+    def run(self, candidate: Candidate, case: Case) -> CaseRun:
+        key = case.to_json()
+        if (candidate.ref, key) not in self._runs:
+            arrays = case.arrays()
+            if key not in self._expected:
+                self._expected[key] = expected_output(case, arrays)
+            self._runs[(candidate.ref, key)] = run_case(candidate, case, arrays, self._expected[key])
+        return self._runs[(candidate.ref, key)]
+
+
+@pytest.fixture(scope="session")
+def case_runs() -> CaseRuns:
+    return CaseRuns()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import reference
 from conformance.sampling import strategies
 from conformance.plugins.assertions import assert_conforms, conforms, skip_if_nothing_checked
 from conformance.sampling.cases import edge_cases, example_cases
-from conformance.checks.engine import run_case, run_cross, run_rejections
+from conformance.checks.engine import run_cross, run_rejections
 from conformance.io.fixtures import fixture_outcomes, load_manifest
 from conformance.plugins.pytest_plugin import candidate, search_settings
 from conformance.checks.tolerances import DTYPES
@@ -27,28 +27,28 @@ def _runs_dtype(impl, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layer", LAYERS)
-def test_documented_examples(impl_ref, impl_explicit, deviations, layer, dtype):
+def test_documented_examples(impl_ref, impl_explicit, deviations, case_runs, layer, dtype):
     """The README usage and the spec's named configurations, each run whatever the others did."""
     impl = candidate(impl_ref, impl_explicit)
     _runs_dtype(impl.impl, dtype)
-    _cases_conform(impl, example_cases(layer, dtype), deviations)
+    _cases_conform(impl, example_cases(layer, dtype), deviations, case_runs)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layer", LAYERS)
-def test_edge_cases(impl_ref, impl_explicit, deviations, layer, dtype):
+def test_edge_cases(impl_ref, impl_explicit, deviations, case_runs, layer, dtype):
     """The layer's corners, every run: square and non-square maps, sides of 1, batch 1 and > 1,
     equal sizes on different axes, the smallest and largest input scales."""
     impl = candidate(impl_ref, impl_explicit)
     _runs_dtype(impl.impl, dtype)
-    _cases_conform(impl, edge_cases(layer, dtype), deviations)
+    _cases_conform(impl, edge_cases(layer, dtype), deviations, case_runs)
 
 
-def _cases_conform(impl, cases, deviations):
+def _cases_conform(impl, cases, deviations, case_runs):
     outcomes, failures = [], []
     for case in cases:
         try:
-            outcomes += conforms(run_case(impl, case).outcomes, deviations)
+            outcomes += conforms(case_runs.run(impl, case).outcomes, deviations)
         except pytest.fail.Exception as failure:
             failures.append(str(failure))
     if failures:
@@ -58,7 +58,7 @@ def _cases_conform(impl, cases, deviations):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layer", LAYERS)
-def test_drawn_cases(impl_ref, impl_explicit, deviations, layer, dtype):
+def test_drawn_cases(impl_ref, impl_explicit, deviations, case_runs, layer, dtype):
     """Weights, output shape and numerics on configs, shapes, weights and inputs Hypothesis draws
     (the same cases as ``attnconf check`` in the ci profile). A config the implementation does
     not support is counted, not skipped with the others."""
@@ -69,7 +69,7 @@ def test_drawn_cases(impl_ref, impl_explicit, deviations, layer, dtype):
     @search_settings(layer, dtype)
     @given(case=strategies.cases(layer, dtype))
     def drawn(case):
-        outcomes.extend(conforms(run_case(impl, case).outcomes, deviations))
+        outcomes.extend(conforms(case_runs.run(impl, case).outcomes, deviations))
 
     drawn()
     skip_if_nothing_checked(outcomes)
@@ -84,9 +84,8 @@ def test_rejects_out_of_domain(impl_ref, impl_explicit, deviations, layer):
     conforms(run_rejections(impl, layer), deviations)
 
 
-def _agree(a, b, case, deviations):
-    arrays = case.arrays()
-    runs = [run_case(impl, case, arrays) for impl in (a, b)]
+def _agree(a, b, case, deviations, case_runs):
+    runs = [case_runs.run(impl, case) for impl in (a, b)]
     outcomes = conforms([o for run in runs for o in run.outcomes], deviations)
     if runs[0].output is not None and runs[1].output is not None:
         outcomes += conforms([run_cross(a, runs[0].output, b, runs[1].output, case)], deviations)
@@ -95,7 +94,7 @@ def _agree(a, b, case, deviations):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layer", LAYERS)
-def test_implementations_agree(impl_pair, impl_explicit, deviations, layer, dtype):
+def test_implementations_agree(impl_pair, impl_explicit, deviations, case_runs, layer, dtype):
     """Two implementations on the same weights and inputs agree within both tolerances."""
     a, b = (candidate(ref, impl_explicit) for ref in impl_pair)
     for impl in (a, b):
@@ -105,7 +104,7 @@ def test_implementations_agree(impl_pair, impl_explicit, deviations, layer, dtyp
     @search_settings(layer, dtype)
     @given(case=strategies.cases(layer, dtype))
     def drawn(case):
-        outcomes.extend(_agree(a, b, case, deviations))
+        outcomes.extend(_agree(a, b, case, deviations, case_runs))
 
     drawn()
     skip_if_nothing_checked(outcomes)
@@ -113,14 +112,14 @@ def test_implementations_agree(impl_pair, impl_explicit, deviations, layer, dtyp
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layer", LAYERS)
-def test_implementations_agree_on_examples_and_edge_cases(impl_pair, impl_explicit, deviations, layer, dtype):
+def test_implementations_agree_on_examples_and_edge_cases(impl_pair, impl_explicit, deviations, case_runs, layer, dtype):
     """The same agreement on the documented examples and the edge cases, every run."""
     a, b = (candidate(ref, impl_explicit) for ref in impl_pair)
     for impl in (a, b):
         _runs_dtype(impl.impl, dtype)
     outcomes = []
     for case in example_cases(layer, dtype) + edge_cases(layer, dtype):
-        outcomes += _agree(a, b, case, deviations)
+        outcomes += _agree(a, b, case, deviations, case_runs)
     skip_if_nothing_checked(outcomes)
 
 

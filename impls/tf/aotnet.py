@@ -15,6 +15,7 @@ from keras import ops
 
 from impls.tf import _activations
 from impls.tf._checks import checked_config, checked_shapes
+from impls.tf._layers import Conv2D
 
 BATCH_NORM_MOMENTUM = 0.9
 BATCH_NORM_EPSILON = 1e-5
@@ -97,7 +98,7 @@ def conv2d_no_bias(inputs, filters, kernel_size, strides=1, padding="VALID", use
     }
     if config["groups"] == config["filters"]:
         return DepthwiseConv2D(depthwise_initializer=conv_kernel_initializer(), **common, **kwargs)(inputs)
-    return keras.layers.Conv2D(config["filters"], groups=config["groups"], kernel_initializer=conv_kernel_initializer(), **common, **kwargs)(inputs)
+    return Conv2D(config["filters"], groups=config["groups"], kernel_initializer=conv_kernel_initializer(), **common, **kwargs)(inputs)
 
 
 def anti_alias_downsample(inputs, kernel_size=3, strides=2, padding="SAME", trainable=False, name=None):

@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from impls.tf._checks import checked_config, checked_shapes
+from impls.tf._layers import Conv2D
 from impls.tf.aotnet import batchnorm_with_activation, conv_kernel_initializer
 
 REDUCTION = 8
@@ -20,7 +21,7 @@ def _conv(inputs, filters, kernel_size, name, use_bias=False, groups=1):
     """A VALID ``Conv2D`` named ``name + "conv"``. Always a ``Conv2D``: the 2021 cotnet code has
     its own conv helper, without aotnet's switch to a depthwise convolution when groups == filters
     (a single local-kernel channel, k=1 and C=8, must stay a Conv2D)."""
-    return keras.layers.Conv2D(
+    return Conv2D(
         filters, kernel_size, use_bias=use_bias, groups=groups, kernel_initializer=conv_kernel_initializer(), name=name and name + "conv"
     )(inputs)
 

@@ -116,7 +116,7 @@ def test_single_local_kernel_channel_stays_a_conv2d():
     # that a depthwise convolution (groups 1 == filters 1), the 2021 cotnet code does not.
     model = build("cot_attention", (1, 2, 2, 8), name="c_", kernel_size=1)
     layer = model.get_layer("c_embed_ww_2_conv")
-    assert type(layer) is keras.layers.Conv2D, type(layer)
+    assert isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D), type(layer)
     group_norm = model.get_layer("c_embed_ww_group_norm")
     assert isinstance(group_norm, keras.layers.GroupNormalization) and group_norm.groups == 1 and group_norm.epsilon == 1e-5
 
@@ -207,3 +207,17 @@ def test_float64_policy_holds_float64_precision(layer, config, shape):
     assert got.dtype == "float64"
     want = reference.forward(layer, x, weights=weights, **config)
     np.testing.assert_allclose(numpy(got), want, rtol=1e-12, atol=1e-12)
+
+
+def test_per_group_conv2d_matches_keras_grouped_conv2d():
+    # impls.tf._layers.Conv2D runs groups as separate convolutions (no XLA compile per shape);
+    # Keras' own grouped Conv2D is the yardstick, in float64 where the two sum the same products.
+    from impls.tf._layers import Conv2D
+
+    x = np.random.default_rng(0).standard_normal((2, 5, 6, 12))
+    ours = Conv2D(6, 3, groups=3, strides=2, dtype="float64")
+    theirs = keras.layers.Conv2D(6, 3, groups=3, strides=2, dtype="float64")
+    ours.build(x.shape), theirs.build(x.shape)
+    theirs.set_weights(ours.get_weights())
+    assert [w.shape for w in ours.weights] == [(3, 3, 4, 6), (6,)]
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(theirs(x)), rtol=1e-13, atol=1e-13)

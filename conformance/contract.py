@@ -8,6 +8,9 @@ nothing needs to be imported or subclassed)::
                            # their channels. Token sequences [B, N, C] and per-head tensors
                            # [B, heads, N, d] are the same in both (passed unchanged).
     dtypes: tuple[str]     # the float dtypes it runs, e.g. ("float32", "float64")
+    dtype_notes: Mapping[str, str]  # optional: {dtype: why it is not in dtypes}, shown with
+                           # the "not implemented" cells of that dtype, e.g. {"float64": "Keras
+                           # 3.15 on JAX computes float64 in float32 (keras-team/keras#23704)"}
 
     def not_implemented(self) -> Mapping[str, str]:
         '''{layer name: reason} for layers it does not implement.'''
@@ -55,12 +58,13 @@ and ``build`` returns an object with::
     # optional
     def gradients(self, inputs: list[np.ndarray], cotangent: np.ndarray) -> tuple[list, dict]:
         '''(input_grads, weight_grads): the gradients of sum(forward(*inputs) * cotangent) at
-        inference (training=False), in float64 when built in float64. inputs and cotangent in
+        inference (training=False), in the dtype it was built in. inputs and cotangent in
         its own layout; input_grads one per input in its own layout; weight_grads {canonical
         name: array in canonical layout} for every trainable weight (fixed weights and moving
         statistics may be left out; zeros for a weight the output does not use). Checked
-        ("gradients") against float64 finite differences of the reference; without it,
-        "not implemented". See conformance.checks.gradients.'''
+        ("gradients") against float64 finite differences of the reference, built in float64
+        when the implementation declares it, else in float32 (with a float32 tolerance); without
+        it, "not implemented". See conformance.checks.gradients.'''
 
     # optional
     def forward_training(self, *inputs: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -204,6 +208,17 @@ def _importable_without_cwd(module_name: str) -> bool:
     return any(location.is_relative_to(Path(p).resolve()) for p in sys.path if p and "site-packages" in p)
 
 
+def dtype_not_declared(impl: Any, dtype: str) -> str:
+    """The "not implemented" detail of a dtype ``impl`` does not declare, with the reason from its
+    optional ``dtype_notes`` ({dtype: reason}) when it gives one."""
+    text = f"dtype {dtype} not declared by {impl.name}"
+    try:
+        note = dict(getattr(impl, "dtype_notes", None) or {}).get(dtype)
+    except Exception:  # noqa: BLE001 - an optional attribute must not break the report
+        note = None
+    return f"{text}: {note}" if note else text
+
+
 def check_implementation(impl: Any, label: str = "") -> None:
     label = label or repr(impl)
     missing = [a for a in ("name", "layout", "dtypes", "not_implemented", "build") if not hasattr(impl, a)]
@@ -214,3 +229,6 @@ def check_implementation(impl: Any, label: str = "") -> None:
     unknown = [d for d in impl.dtypes if d not in ("float16", "bfloat16", "float32", "float64")]
     if unknown:
         raise ContractError(f"implementation {label}: dtypes {unknown} are not float dtypes this suite knows")
+    notes = getattr(impl, "dtype_notes", None)
+    if notes is not None and not (isinstance(notes, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in notes.items())):
+        raise ContractError(f"implementation {label}: dtype_notes must map dtype names to reasons (strings), got {notes!r}")

@@ -19,13 +19,16 @@ contract while every call runs in a worker process started with that environment
 - ``target`` (optional): the ``module:attribute`` the worker loads, when it is not the spec this
   object was loaded from (so the declaring module can stay free of heavy imports);
 - ``timeout`` (optional): seconds any one call (``build`` or a built layer's method) may take
-  before the worker is killed (default: none; starting the worker is not timed).
+  before the worker is killed (default: none; starting the worker is not timed). A thread per
+  worker reads its answers into a queue, and the wait is on that queue, so the timeout works
+  wherever Python threads do (no ``select`` on a pipe, which is POSIX only).
 
 The worker imports the target after its environment is set, loads it with the ordinary
 ``load_implementation`` (declarations are not followed again inside a worker), and answers calls.
 The proxy:
 
-- reads ``name``, ``layout``, ``dtypes`` and ``not_implemented()`` once, when the worker starts;
+- reads ``name``, ``layout``, ``dtypes``, the optional ``dtype_notes`` (why a dtype is not
+  declared) and ``not_implemented()`` once, when the worker starts;
 - forwards ``build``, and every public method of the built layer (``weight_shapes``,
   ``load_weights``, ``forward``, and the optional ones exactly where the real built layer has
   them: a check that looks for ``initial_weights`` or ``gradients`` finds the same on both);
@@ -59,7 +62,7 @@ import inspect
 import json
 import os
 import pickle
-import select
+import queue
 import signal
 import struct
 import subprocess
@@ -173,6 +176,7 @@ class IsolatedImplementation:
         self.name: str = info["name"]
         self.layout: str = info["layout"]
         self.dtypes: tuple[str, ...] = info["dtypes"]
+        self.dtype_notes: dict[str, str] = dict(info.get("dtype_notes") or {})
         self._not_implemented: dict[str, str] = info["not_implemented"]
 
     def not_implemented(self) -> dict[str, str]:
@@ -274,6 +278,8 @@ class _Worker:
         self.info: dict[str, Any] | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
         self._stderr_thread: threading.Thread | None = None
+        self._reader_thread: threading.Thread | None = None
+        self._answers: queue.Queue | None = None  # framed answers of the current worker, read by _reader_thread
         self._released: list[tuple[int, int]] = []
         self._closed = False
         self._busy = False  # a request is in flight (on the thread holding the lock)
@@ -297,7 +303,7 @@ class _Worker:
         if self._closed:
             raise WorkerError(f"isolated implementation {self.label}: closed")
         if self.owner != os.getpid():  # a forked child: the parent's worker is not ours to use
-            self.proc, self.owner, self._stderr_thread = None, os.getpid(), None
+            self.proc, self.owner, self._stderr_thread, self._reader_thread, self._answers = None, os.getpid(), None, None, None
         if self.proc is not None and self.proc.poll() is None:
             return
         self._spawn()
@@ -330,6 +336,12 @@ class _Worker:
         )
         self._stderr_thread = threading.Thread(target=self._forward_stderr, args=(self.proc,), daemon=True, name=f"attnconf-worker-stderr-{self.proc.pid}")
         self._stderr_thread.start()
+        # Answers are read by a thread of their own into a queue, so that a timeout is a
+        # ``queue.get(timeout=...)``: portable (select() on a pipe is POSIX only). Each worker
+        # has its own queue: a killed worker's last bytes never reach the next one's caller.
+        self._answers = queue.Queue()
+        self._reader_thread = threading.Thread(target=_read_answers, args=(self.proc.stdout.fileno(), self._answers), daemon=True, name=f"attnconf-worker-answers-{self.proc.pid}")
+        self._reader_thread.start()
 
     def _forward_stderr(self, proc: subprocess.Popen) -> None:
         for raw in iter(proc.stderr.readline, b""):
@@ -359,8 +371,8 @@ class _Worker:
             self._kill()
 
     def _kill(self) -> None:
-        proc, thread = self.proc, self._stderr_thread
-        self.proc, self._stderr_thread = None, None
+        proc, thread, reader = self.proc, self._stderr_thread, self._reader_thread
+        self.proc, self._stderr_thread, self._reader_thread, self._answers = None, None, None, None
         if proc is None:
             return
         if proc.poll() is None:
@@ -369,6 +381,10 @@ class _Worker:
             proc.wait(timeout=_CLOSE_WAIT_S)
         except subprocess.TimeoutExpired:
             pass
+        if reader is not None and reader is not threading.current_thread():
+            # the dead worker's pipe gives the reader its end of file; joined before the pipe is
+            # closed, so it never reads a descriptor a new worker's pipe has reused
+            reader.join(timeout=2.0)
         for stream in (proc.stdin, proc.stdout):
             try:
                 stream.close()
@@ -433,31 +449,20 @@ class _Worker:
             raise self._died("while receiving a request") from None
 
     def _receive(self, op: str) -> tuple[str, Any]:
-        proc = self.proc
-        assert proc is not None and proc.stdout is not None
-        fd = proc.stdout.fileno()
-        header = self._read_exactly(fd, _HEADER.size, op)
-        data = self._read_exactly(fd, _HEADER.unpack(header)[0], op)
+        answers = self._answers
+        assert self.proc is not None and answers is not None
+        timeout = None if op == "load" else self.isolation.timeout  # starting up (imports) is not timed
+        try:
+            data = answers.get(timeout=timeout)
+        except queue.Empty:
+            self._kill()
+            raise WorkerError(f"isolated implementation {self.label}: no answer to {_describe(op)} within {timeout} s; the worker was killed and the next call starts a new one") from None
+        if data is None:  # end of file: the worker is gone
+            raise self._died(f"during {_describe(op)}")
         try:
             return _LocalUnpickler(data).load()
         except pickle.UnpicklingError as exc:
             raise WorkerError(f"isolated implementation {self.label}: the result of {op} cannot be rebuilt in this process: {exc}") from None
-
-    def _read_exactly(self, fd: int, size: int, op: str) -> bytes:
-        timeout = None if op == "load" else self.isolation.timeout  # starting up (imports) is not timed
-        chunks, left = [], size
-        while left:
-            if timeout is not None:
-                ready, _, _ = select.select([fd], [], [], timeout)
-                if not ready:
-                    self._kill()
-                    raise WorkerError(f"isolated implementation {self.label}: no answer to {_describe(op)} within {timeout} s; the worker was killed and the next call starts a new one")
-            chunk = os.read(fd, min(left, 1 << 24))
-            if not chunk:
-                raise self._died(f"during {_describe(op)}")
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
 
     def _died(self, when: str) -> WorkerError:
         proc = self.proc
@@ -484,6 +489,19 @@ class _Worker:
         if tail:
             message += f"\nlast lines of the worker's stderr:\n{tail}"
         return WorkerError(message)
+
+
+def _read_answers(fd: int, answers: queue.Queue) -> None:
+    """A worker's answer reader (one thread per worker): each framed answer's bytes go into
+    ``answers``, then None at end of file (or when the pipe is closed)."""
+    try:
+        while True:
+            data = _read_frame(fd)
+            answers.put(data)
+            if data is None:
+                return
+    except Exception:  # noqa: BLE001 - a closed pipe ends the stream like end of file
+        answers.put(None)
 
 
 def _describe(op: str) -> str:
@@ -590,7 +608,8 @@ def _remote_frame(exc: BaseException, frame: tuple[str, int, str] | None):
 # The worker's side
 
 
-def _read_message(fd: int) -> Any:
+def _read_frame(fd: int) -> bytes | None:
+    """One length-prefixed message's bytes from ``fd``; None at end of file."""
     def exactly(size: int) -> bytes | None:
         chunks, left = [], size
         while left:
@@ -604,7 +623,11 @@ def _read_message(fd: int) -> Any:
     header = exactly(_HEADER.size)
     if header is None:
         return None
-    data = exactly(_HEADER.unpack(header)[0])
+    return exactly(_HEADER.unpack(header)[0])
+
+
+def _read_message(fd: int) -> Any:
+    data = _read_frame(fd)
     return None if data is None else pickle.loads(data)
 
 
@@ -665,6 +688,7 @@ def _serve(parent: int | None = None) -> None:
                     "name": str(impl.name),
                     "layout": str(impl.layout),
                     "dtypes": tuple(str(d) for d in impl.dtypes),
+                    "dtype_notes": {str(k): str(v) for k, v in dict(getattr(impl, "dtype_notes", None) or {}).items()},
                     "not_implemented": {str(k): str(v) for k, v in dict(impl.not_implemented()).items()},
                 }
             elif op == "build":

@@ -21,10 +21,12 @@ layers use (``_FLOAT64_PROBES``) on float64 values that float32 cannot hold and 
 NumPy. Keras 3.15 fails that on both backends: its ``result_type`` maps float64 to float32 on every
 backend but TensorFlow (keras-team/keras#23704), so on torch ``ops.matmul``, ``maximum``, ``mean``
 and ``var``, and on JAX ``ops.mean``, ``var`` and ``tanh``, compute float64 tensors in float32.
-Both then declare float32 only (and the half dtypes of the Keras adapter), say why on stderr when
-they start, and float64 returns by itself once Keras keeps it (``ATTNCONF_KERAS_FLOAT64=1``
-declares it anyway, to see which layers the downcast breaks). The ``gradients`` check runs in
-float64 only, so it reads "not implemented" for both while that lasts.
+Both then declare float32 only (and the half dtypes of the Keras adapter), say why in
+``dtype_notes`` (which the report shows in the float64 cells' "not implemented" reason) and on
+stderr when they start, and float64 returns by itself once Keras keeps it
+(``ATTNCONF_KERAS_FLOAT64=1`` declares it anyway, to see which layers the downcast breaks). The
+``gradients`` check runs in float64 where it is declared and otherwise in float32, with a float32
+tolerance (``conformance.checks.gradients``), so both are checked in float32 while that lasts.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class KerasOnBackend:
         self.isolation = {"env": dict(BACKEND_ENV[backend])}
         self._adapter: Any = None
         self._dtypes: tuple[str, ...] | None = None
+        self._dtype_notes: dict[str, str] = {}
 
     @property
     def dtypes(self) -> tuple[str, ...]:
@@ -78,7 +81,19 @@ class KerasOnBackend:
             elif dropped:
                 print(f"{self.name}: float64 is not declared: {dropped}", file=sys.stderr, flush=True)
             self._dtypes = tuple(d for d in declared if not (dropped and d == "float64"))
+            self._dtype_notes = {"float64": dropped} if dropped else {}
         return self._dtypes
+
+    @property
+    def dtype_notes(self) -> dict[str, str]:
+        """{dtype: why it is not declared}: float64 with the downcast the probes found, in the
+        worker; empty elsewhere (only the declaration is read there)."""
+        from conformance.isolation import in_worker
+
+        if not in_worker():
+            return {}
+        self.dtypes  # noqa: B018 - runs the probes once
+        return dict(self._dtype_notes)
 
     def _keras_adapter(self) -> Any:
         if self._adapter is not None:

@@ -22,6 +22,9 @@ from conformance.checks.engine import Candidate, PASS, _exception, run_case, run
 from conformance.cli import main
 from conformance.contract import BUILTIN_IMPLEMENTATIONS, ContractError, load_implementation
 from conformance.isolation import IsolatedImplementation, Isolation, RemoteTraceback, WorkerError, isolate, isolation_of
+from conformance.checks.tolerances import DTYPES
+from conformance.numpy_impl import ReferenceImplementation
+from conformance.reports import report
 from conformance.runners.runner import CheckSettings, check
 from conformance.sampling.cases import Case
 from tests import broken_impls
@@ -401,8 +404,8 @@ def test_keras_jax_passes_with_the_cross_check_against_tf(capsys):
 
 @pytest.mark.parametrize("backend", ["keras-torch", pytest.param("keras-jax", marks=pytest.mark.skipif(not HAS_JAX, reason=NO_JAX))])
 def test_keras_backend_gradients_agree_with_tensorflows(backend):
-    # The gradients check runs in float64, which Keras 3.15 does not compute on these backends;
-    # float32 agreement with the TensorFlow backend's GradientTape shows their own autodiff is wired.
+    # Keras 3.15 does not compute float64 on these backends, so the gradients check runs them in
+    # float32; agreement with the TensorFlow backend's GradientTape shows their own autodiff is wired.
     rng = np.random.default_rng(0)
     layer, config, shapes = "mlp_block", {"hidden_dim": 6}, ((2, 3, 4),)
     weights = {k: rng.standard_normal(v).astype(np.float32) for k, v in reference.weight_shapes(layer, *shapes, **config).items()}
@@ -418,6 +421,41 @@ def test_keras_backend_gradients_agree_with_tensorflows(backend):
     assert sorted(got_weights) == sorted(want_weights) == sorted(weights)
     for name in weights:
         np.testing.assert_allclose(got_weights[name], want_weights[name], rtol=1e-5, atol=1e-5)
+
+
+class _Float32OnlyReference(ReferenceImplementation):
+    """The reference wrapper declaring float32 only, with the reason, in a worker process."""
+
+    name = "numpy-float32"
+    dtypes = ("float32",)
+    dtype_notes = {"float64": "this probe computes float64 in float32"}
+    isolation = {"env": {"ATTNCONF_DTYPE_NOTES_PROBE": "1"}}
+
+
+float32_only_reference = _Float32OnlyReference()
+
+
+def test_the_reason_a_dtype_is_not_declared_crosses_the_boundary_into_the_report():
+    impl = load_implementation("tests.test_isolation:float32_only_reference")
+    try:
+        assert isinstance(impl, IsolatedImplementation) and impl.dtypes == ("float32",)
+        assert impl.dtype_notes == {"float64": "this probe computes float64 in float32"}
+        result = check([Candidate("f32", impl)], ["ChannelAffine"], CheckSettings(examples=1, cross=False, training=False), progress=lambda m: None)
+        reason = "dtype float64 not declared by numpy-float32: this probe computes float64 in float32"
+        assert result.tallies[("ChannelAffine", "numpy-float32", "numerics", "float64")].reasons == {reason}
+        assert reason in report.text(result, DTYPES)
+        row = report.rows(result, DTYPES)[0]
+        assert row["float64"] == "n/i" and row["gradients"].startswith("ok 2") and row["gradients"].endswith("[float32]")
+        assert not result.failed
+    finally:
+        impl.close()
+
+
+def test_keras_torch_says_why_it_does_not_declare_float64():
+    impl = load_implementation("keras-torch")
+    if "float64" in impl.dtypes:
+        pytest.skip("this Keras computes float64 on the torch backend (keras-team/keras#23704 fixed)")
+    assert "keras-team/keras#23704" in impl.dtype_notes["float64"] and "ops." in impl.dtype_notes["float64"]
 
 
 def test_a_built_layer_keeps_its_worker_alive_when_nothing_else_holds_the_implementation():

@@ -79,6 +79,9 @@ def rows(result: RunResult, dtypes: tuple[str, ...]) -> list[dict[str, str]]:
                 row[dtype] = _cell(_merge(tallies("cross" if cross else "numerics", dtype)), numeric=True)
             row["rejects"] = "-" if cross else _cell(_merge(tallies("rejects")))
             row["gradients"] = _cell(_merge(tallies("gradients")), numeric=True)
+            checked_in = [d for d in ("float64", "float32") if any(t.count(PASS, FAIL, ERROR, KNOWN) for t in tallies("gradients", d))]
+            if checked_in:  # the dtype the gradients were checked in (float32 where float64 is not declared)
+                row["gradients"] += f" [{', '.join(checked_in)}]"
             row["training"] = "-" if cross else _cell(_merge(tallies("training")), numeric=True)
             if not cross and row["training"] == "-" and not training_applies(layer):
                 row["training"] = "n/a"
@@ -123,7 +126,8 @@ LEGEND = (
     "initial values. -: does not apply (cross rows compare two implementations' outputs only).",
     "errors: cases where the implementation raised (its type, message and frame are in the failure).",
     "gradients: the layer's gradients(inputs, cotangent) against float64 central differences of the reference on",
-    "its small edge cases (float64 only; n/i without the method; cross rows compare two implementations' gradients).",
+    "its small edge cases, [in the dtype checked]: float64 where declared, else float32 with a float32 tolerance",
+    "(n/i without the method; cross rows compare two implementations' gradients, with the lower dtype's tolerance).",
     "training: training-mode output (batch statistics, dropout rate 0), moving statistics after one step and",
     "dropout as identity at inference (n/i without forward_training; n/a where training equals inference).",
 )
@@ -148,6 +152,9 @@ def details(result: RunResult) -> str:
         listed = [r for r in reasons if r.startswith(kind)]
         if listed:
             lines += ["", f"{kind}s ({len(listed)} distinct):"] + [f"  {r}" for r in listed[:20]]
+    not_declared = [r for r in reasons if r.startswith("dtype ") and " not declared by " in r]
+    if not_declared:  # the n/i dtype cells, with the implementation's reason (its dtype_notes)
+        lines += ["", "dtypes not declared:"] + [f"  {r}" for r in not_declared]
     for d in result.stale:
         lines += ["", f"stale deviation (matched no failure in this run): {d.describe()}"]
     for o in result.failures:

@@ -29,6 +29,7 @@ from conformance.checks.engine import (
     Candidate, Outcome, expected_output, run_case, run_cross, run_rejections,
 )
 from conformance.checks.expectations import Deviation
+from conformance.contract import dtype_not_declared
 from conformance.checks.tolerances import DTYPES
 from conformance.sampling import strategies
 from conformance.sampling.cases import Case, edge_cases, example_cases
@@ -44,7 +45,8 @@ class CheckSettings:
     dtypes: tuple[str, ...] = DTYPES
     cross: bool = True
     gradients: bool = True
-    """Run the gradients check (float64, when float64 is among ``dtypes``; checks/gradients.py)."""
+    """Run the gradients check (checks/gradients.py): each implementation in float64 when it
+    declares it and float64 is among ``dtypes``, else in float32 when that is."""
     training: bool = True
     """Run the training-mode check where training differs (checks/training.py)."""
     max_failures: int = 5
@@ -178,12 +180,13 @@ def check(candidates: list[Candidate], layers: list[str], opts: CheckSettings, p
 
 
 def _gradients_and_training(candidates: list[Candidate], layer: str, opts: CheckSettings, result: RunResult) -> None:
-    """The gradients check on its small float64 cases, and the training-mode check (float32 and
+    """The gradients check on its small edge cases (in float64, or in float32 for an
+    implementation that does not declare float64), and the training-mode check (float32 and
     float64) on layers with BatchNorm or dropout."""
     outcomes = []
-    if opts.gradients and gradients_module.DTYPE in opts.dtypes:
+    if opts.gradients and any(d in opts.dtypes for d in gradients_module.DTYPES):
         for case in gradients_module.gradient_cases(layer):
-            outcomes += gradients_module.run_gradient_case(candidates, case, opts.cross)
+            outcomes += gradients_module.run_gradient_case(candidates, case, opts.cross, dtypes=opts.dtypes)
     if opts.training and training_module.applies(layer):
         for dtype in [d for d in opts.dtypes if d in ("float32", "float64")]:
             for case in training_module.training_cases(layer, dtype):
@@ -195,7 +198,7 @@ def _gradients_and_training(candidates: list[Candidate], layer: str, opts: Check
 def _not_declared(candidates: list[Candidate], layer: str, dtype: str, result: RunResult) -> None:
     for c in candidates:
         if dtype not in c.impl.dtypes:
-            result.record(Outcome("numerics", layer, c.name, dtype, NOT_IMPLEMENTED, f"dtype {dtype} not declared by {c.name}"))
+            result.record(Outcome("numerics", layer, c.name, dtype, NOT_IMPLEMENTED, dtype_not_declared(c.impl, dtype)))
 
 
 def _search(candidates: list[Candidate], layer: str, dtype: str, opts: CheckSettings, result: RunResult) -> int:

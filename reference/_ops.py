@@ -77,20 +77,33 @@ def horner(z: np.ndarray, coefficients, out: np.ndarray | None = None) -> np.nda
 def erf(x) -> np.ndarray:
     """The error function, elementwise, in float64 (see the notes above for the method)."""
     x = np.asarray(x, dtype=np.float64)
+    return _by_blocks(x, lambda block, result, scratch: _erf_into(block, result, scratch[0]), scratches=1)
+
+
+def _by_blocks(x: np.ndarray, fill, scratches: int) -> np.ndarray:
+    """A new array ``out`` shaped like the float64 ``x``, filled by ``fill(block, result,
+    scratch)`` for every run of ``_ERF_BLOCK`` elements of ``x`` and ``out``; ``scratch`` is a list
+    of ``scratches`` arrays of the block's size that ``fill`` may overwrite."""
     flat = x.reshape(-1)
     out = np.empty_like(flat)
-    squares = np.empty(min(_ERF_BLOCK, flat.size))
+    scratch = [np.empty(min(_ERF_BLOCK, flat.size)) for _ in range(scratches)]
     with np.errstate(over="ignore", under="ignore"):  # x * x is inf for |x| > 1e154, 0 for tiny x: both meant
         for start in range(0, flat.size, _ERF_BLOCK):
-            block, result = flat[start : start + _ERF_BLOCK], out[start : start + _ERF_BLOCK]
-            t = np.multiply(block, block, out=squares[: block.size])
-            np.minimum(t, 1.0, out=t)  # NaN stays NaN
-            horner(t, _ERF_CENTRAL, out=result)
-            result *= block
-            tail = np.flatnonzero(t >= 1.0)
-            if tail.size:
-                result[tail] = _erf_tail(block[tail])
+            block = flat[start : start + _ERF_BLOCK]
+            fill(block, out[start : start + _ERF_BLOCK], [s[: block.size] for s in scratch])
     return out.reshape(x.shape)
+
+
+def _erf_into(x: np.ndarray, out: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """erf of the 1-D ``x`` into ``out``, with ``squares`` (as large) as scratch."""
+    t = np.multiply(x, x, out=squares)
+    np.minimum(t, 1.0, out=t)  # NaN stays NaN
+    horner(t, _ERF_CENTRAL, out=out)
+    out *= x
+    tail = np.flatnonzero(t >= 1.0)
+    if tail.size:
+        out[tail] = _erf_tail(x[tail])
+    return out
 
 
 def _erf_tail(x: np.ndarray) -> np.ndarray:
@@ -108,12 +121,17 @@ def _erf_tail(x: np.ndarray) -> np.ndarray:
 
 def gelu(x: np.ndarray) -> np.ndarray:
     """Exact GELU, ``x * Phi(x)``, the erf form (Keras' and PyTorch's default):
-    ``0.5 * x * (1 + erf(x / sqrt(2)))``."""
-    out = erf(x / math.sqrt(2.0))
-    out += 1.0
-    out *= 0.5
-    out *= x
-    return out
+    ``0.5 * x * (1 + erf(x / sqrt(2)))``, computed as ``((erf(x / sqrt(2)) + 1) * 0.5) * x``
+    block by block with :func:`erf`'s blocks, so that the last three passes run in the cache."""
+
+    def fill(block, result, scratch):
+        scaled, squares = scratch
+        _erf_into(np.divide(block, math.sqrt(2.0), out=scaled), result, squares)
+        result += 1.0
+        result *= 0.5
+        result *= block
+
+    return _by_blocks(np.asarray(x, dtype=np.float64), fill, scratches=2)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -122,7 +140,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     e = np.abs(x)
     np.negative(e, out=e)
     np.exp(e, out=e)
-    out = np.where(x >= 0, 1.0, e)
+    out = np.maximum(e, x >= 0)  # 1 where x >= 0 (e <= 1 there), e elsewhere: np.where's choice, faster
     e += 1.0
     out /= e
     return out
@@ -169,9 +187,10 @@ def activation(name: str, x: np.ndarray, overwrite: bool = False) -> np.ndarray:
     return ACTIVATIONS[name](x)
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``exp(x - max) / sum(exp(x - max))`` along ``axis``."""
-    out = x - np.max(x, axis=axis, keepdims=True)
+def softmax(x: np.ndarray, axis: int = -1, overwrite: bool = False) -> np.ndarray:
+    """``exp(x - max) / sum(exp(x - max))`` along ``axis``. With ``overwrite``, ``x`` (a float64
+    intermediate the caller owns) is reused for the result: the same values, one array less."""
+    out = np.subtract(x, np.max(x, axis=axis, keepdims=True), out=x if overwrite else None)
     np.exp(out, out=out)
     if axis in (-1, x.ndim - 1):  # einsum sums short rows several times faster than np.sum
         out /= np.einsum("...i->...", out)[..., None]

@@ -105,8 +105,10 @@ def conv_positional_encoding(inputs: np.ndarray, *, weights, kernel_size=3) -> n
     side = math.isqrt(tokens - 1)
     grid = inputs[:, 1:].reshape(batch, side, side, channels)
     convolved = depthwise_conv2d(pad(grid, symmetric_padding(kernel_size)), weights["depthwise_kernel"], bias=weights["bias"])
-    encoded = (grid + convolved).reshape(batch, side * side, channels)
-    return np.concatenate([inputs[:, :1], encoded], axis=1)
+    out = np.empty(inputs.shape)
+    out[:, :1] = inputs[:, :1]
+    np.add(inputs[:, 1:], convolved.reshape(batch, side * side, channels), out=out[:, 1:])
+    return out
 
 
 def _cpe_weights(config, input_shape):
@@ -230,8 +232,9 @@ def conv_relative_positional_encoding(query: np.ndarray, value: np.ndarray, *, w
         convolved.append(depthwise_conv2d(padded, weights[f"depth_conv_{index}/depthwise_kernel"], bias=weights[f"depth_conv_{index}/bias"]))
         start += split
     conv = np.concatenate(convolved, axis=-1).reshape(batch, side * side, heads, depth).transpose(0, 2, 1, 3)
-    out = np.zeros_like(query)
-    out[:, :, 1:] = query[:, :, 1:] * conv
+    out = np.empty(query.shape)
+    out[:, :, 0] = 0.0
+    np.multiply(query[:, :, 1:], conv, out=out[:, :, 1:])
     return out
 
 

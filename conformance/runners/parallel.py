@@ -35,6 +35,16 @@ def auto_jobs(layers: int) -> int:
     return max(1, min(cpus, MAX_AUTO_JOBS, layers))
 
 
+def _build_cost(layer: str) -> int:
+    """A layer's weight count at its first documented example: the costliest part of a case is
+    building the layer in a framework, which grows with its sublayers and variables. The
+    costliest layers start first, so that no process is left with one long layer at the end."""
+    import reference
+
+    example = reference.spec(layer).examples[0]
+    return len(reference.weight_shapes(layer, *example.input_shapes, **example.config))
+
+
 _LOADED: dict[tuple[str, ...], list] = {}
 
 
@@ -62,9 +72,9 @@ def check_in_processes(specs: list[str], layers: list[str], opts: CheckSettings,
     matched = [0] * len(opts.expected)
     progress(f"checking {len(layers)} layers on {jobs} processes")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_check_layer, tuple(specs), layer, opts) for layer in layers]
-        for future in futures:
-            names, result, counts = future.result()
+        futures = {layer: pool.submit(_check_layer, tuple(specs), layer, opts) for layer in sorted(layers, key=_build_cost, reverse=True)}
+        for layer in layers:
+            names, result, counts = futures[layer].result()
             merged.tallies.update(result.tallies)
             merged.failures.extend(result.failures)
             merged.more_failures.update(result.more_failures)

@@ -27,15 +27,23 @@ class KerasLayer:
             if not variable.path.startswith(prefix):
                 raise RuntimeError(f"variable {variable.path} is outside the prefix {prefix!r}")
             self.variables[variable.path[len(prefix):]] = variable
-        self._initial = {name: _numpy(v.value) for name, v in self.variables.items()}
+        self._initial: dict[str, np.ndarray] | None = None
+        self._loaded = False
 
     def initial_weights(self) -> dict[str, np.ndarray]:
+        # Read when first asked (the init check asks before loading weights), not at build:
+        # a copy of every variable per build is a tenth of the build's time.
+        if self._initial is None:
+            if self._loaded:
+                raise RuntimeError("initial_weights() must be read before load_weights() overwrites them")
+            self._initial = {name: _numpy(v.value) for name, v in self.variables.items()}
         return dict(self._initial)
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(v.shape) for name, v in self.variables.items()}
 
     def load_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        self._loaded = True
         for name, variable in self.variables.items():
             variable.assign(keras.ops.cast(weights[name], variable.dtype))
 

@@ -134,7 +134,10 @@ class _ScaledGradient:
         return input_grads, weight_grads
 
 
-@pytest.mark.parametrize("layer", ["mlp_block", "layer_norm", "MHSAWithPositionEmbedding"])
+# Not layer_norm: PyTorch's float32 LayerNorm backward uses 79% of the float32 tolerance on its
+# "every size 2" case here (conformance/checks/gradients.py), and its rounding depends on the
+# CPU's vector width; the float64 check holds torch to 256 eps there.
+@pytest.mark.parametrize("layer", ["mlp_block", "ConvPositionalEncoding", "MHSAWithPositionEmbedding"])
 def test_a_float32_only_implementation_is_checked_in_float32_and_crossed_at_the_float32_tolerance(layer):
     impls = [("tf", load_implementation("tf")), ("torch32", _Float32Only(load_implementation("torch"), "torch32"))]
     outcomes = _run(impls, layer, cross=True)

@@ -155,7 +155,10 @@ class CaseRuns:
     case's seed fixes inputs and weights), so a repeat could only repeat the verdict.
 
     Only outcomes and outputs are kept, not inputs or weights. Under ``pytest -n`` each worker
-    has its own cache; a test whose runs were made on another worker makes them again."""
+    has its own cache; the tests of one layer and dtype are grouped onto one worker
+    (:func:`pytest_collection_modifyitems`), and a test whose runs were made on another worker
+    would make them again (pytest-xdist 3.8 cannot group under pytest 9, hence ``pytest<9`` in the
+    test extra)."""
 
     def __init__(self) -> None:
         self._runs: dict[tuple[str, str], CaseRun] = {}

@@ -396,7 +396,7 @@ one worker process per backend (each starts Keras and probes float64, several se
 def test_keras_torch_passes_with_the_cross_check_against_tf(capsys):
     # (every layer on all four implementations is a manual run: README, "Isolated runtimes")
     layers = ["MHSAWithPositionEmbedding", "ConvRelativePositionalEncoding"]
-    argv = ["check", "--impl", "tf", "--impl", "keras-torch", "--layers", *layers, "--examples", "2"]
+    argv = ["check", "--impl", "tf", "--impl", "keras-torch", "--layers", *layers, "--examples", "2", "--dtypes", "float32"]  # float32: what it declares
     assert main(argv) == 0, capsys.readouterr().out[-3000:]
     assert "keras-torch" in capsys.readouterr().out
 
@@ -405,7 +405,7 @@ def test_keras_torch_passes_with_the_cross_check_against_tf(capsys):
 @pytest.mark.skipif(not HAS_JAX, reason=NO_JAX)
 def test_keras_jax_passes_with_the_cross_check_against_tf(capsys):
     # JAX compiles every new shape (about a second a case here): one layer
-    argv = ["check", "--impl", "tf", "--impl", "keras-jax", "--layers", "ConvRelativePositionalEncoding", "--examples", "2"]
+    argv = ["check", "--impl", "tf", "--impl", "keras-jax", "--layers", "ConvRelativePositionalEncoding", "--examples", "2", "--dtypes", "float32"]
     assert main(argv) == 0, capsys.readouterr().out[-3000:]
     assert "keras-jax" in capsys.readouterr().out
 

@@ -149,6 +149,24 @@ class _CrashingLayer(ReferenceLayer):
         return super().forward(*inputs)
 
 
+class _SlippedBackwardLayer(ReferenceLayer):
+    """Forward right; gradients of mlp_block's first bias doubled, and BatchNorm's training
+    step keeps the moving statistics (a forward-only check would pass it)."""
+
+    def gradients(self, inputs, cotangent):
+        input_grads, weight_grads = super().gradients(inputs, cotangent)
+        if "Dense_0/bias" in weight_grads:
+            weight_grads["Dense_0/bias"] = weight_grads["Dense_0/bias"] * 2
+        return input_grads, weight_grads
+
+    def forward_training(self, *inputs):
+        kept = {k: v.copy() for k, v in self.weights.items() if k.endswith(("moving_mean", "moving_variance"))}
+        out, _ = super().forward_training(*inputs)
+        self.weights.update(kept)
+        return out, kept
+
+
+slipped_backward = _Broken("slipped_backward", _SlippedBackwardLayer)
 changed_default = _Broken("changed_default", _ChangedDefaultLayer)
 two_slips = _Broken("two_slips", _TwoSlipsLayer)
 partial = _PartialImplementation()

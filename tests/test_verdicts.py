@@ -106,7 +106,8 @@ def test_an_out_of_domain_reproduce_command_runs_as_printed(capsys):
     assert "rejects [numpy, float32]: pass" in out, out
 
 
-@pytest.mark.parametrize("attribute, layer", [("partial", "mlp_block"), ("crashing", "BiasLayer"), ("two_slips", "mlp_block")])
+@pytest.mark.parametrize("attribute, layer", [("partial", "mlp_block"), ("crashing", "BiasLayer"), ("two_slips", "mlp_block"),
+                                              ("slipped_backward", "mlp_block"), ("slipped_backward", "batchnorm_with_activation")])
 def test_the_cli_and_pytest_give_the_same_verdict(attribute, layer, tmp_path):
     cli = subprocess.run(
         [sys.executable, "-m", "conformance", "check", "--impl", f"tests.broken_impls:{attribute}", "--layers", layer, "--dtypes", "float64", "--no-cross", "--report", str(tmp_path / "r.json")],
@@ -114,7 +115,7 @@ def test_the_cli_and_pytest_give_the_same_verdict(attribute, layer, tmp_path):
     )
     cli_passed = json.loads((tmp_path / "r.json").read_text())["passed"]
     tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "conformance/tests/test_conformance.py", "--impl", f"tests.broken_impls:{attribute}", "-k", f"{layer} and float64 and not fixtures and not agree"],
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "conformance/tests/test_conformance.py", "--impl", f"tests.broken_impls:{attribute}", "-k", f"{layer} and (float64 or gradients) and not fixtures and not agree"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert tests.returncode in (0, 1), tests.stdout + tests.stderr

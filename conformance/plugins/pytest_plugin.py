@@ -163,6 +163,8 @@ class CaseRuns:
     def __init__(self) -> None:
         self._runs: dict[tuple[str, str], CaseRun] = {}
         self._expected: dict[str, object] = {}
+        self._gradients: dict[tuple[str, str], tuple] = {}
+        self._differences: dict[str, dict] = {}
 
     def run(self, candidate: Candidate, case: Case) -> CaseRun:
         key = case.to_json()
@@ -172,6 +174,19 @@ class CaseRuns:
                 self._expected[key] = expected_output(case, arrays)
             self._runs[(candidate.ref, key)] = run_case(candidate, case, arrays, self._expected[key])
         return self._runs[(candidate.ref, key)]
+
+    def gradients(self, candidate: Candidate, case: Case) -> tuple:
+        """``(outcome, canonical gradients or None, dtype)`` of the gradients check of ``case``
+        (``checks/gradients.py``), as ``attnconf check`` runs it: float64 when the implementation
+        declares it, else float32; the reference's finite differences computed once per case."""
+        from conformance.checks import gradients
+
+        key = case.to_json()
+        if (candidate.ref, key) not in self._gradients:
+            dtype = gradients.gradient_dtype(candidate.impl)
+            outcome, grads = gradients.run_gradients(candidate, case, case.arrays(), self._differences.setdefault(key, {}), dtype=dtype)
+            self._gradients[(candidate.ref, key)] = (outcome, grads, dtype)
+        return self._gradients[(candidate.ref, key)]
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from conformance.checks.engine import run_cross, run_rejections
 from conformance.io.fixtures import fixture_outcomes, load_manifest
 from conformance.plugins.pytest_plugin import candidate, search_settings
 from conformance.checks.tolerances import DTYPES
+from conformance.checks import gradients, training
 
 LAYERS = reference.names()
 
@@ -120,6 +121,45 @@ def test_implementations_agree_on_examples_and_edge_cases(impl_pair, impl_explic
     outcomes = []
     for case in example_cases(layer, dtype) + edge_cases(layer, dtype):
         outcomes += _agree(a, b, case, deviations, case_runs)
+    skip_if_nothing_checked(outcomes)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_gradients(impl_ref, impl_explicit, deviations, case_runs, layer):
+    """Input and weight gradients against central finite differences of the float64 reference on
+    the layer's two smallest edge cases (``conformance.checks.gradients``): in float64, or in
+    float32 for an implementation without float64. Without ``gradients()`` it skips as "not
+    implemented", as the CLI's column reads ``n/i``."""
+    impl = candidate(impl_ref, impl_explicit)
+    outcomes = []
+    for case in gradients.gradient_cases(layer):
+        outcomes += conforms([case_runs.gradients(impl, case)[0]], deviations)
+    skip_if_nothing_checked(outcomes)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_gradients_agree(impl_pair, impl_explicit, deviations, case_runs, layer):
+    """Two implementations' full gradients on the same cases agree within both tolerances."""
+    a, b = (candidate(ref, impl_explicit) for ref in impl_pair)
+    outcomes = []
+    for case in gradients.gradient_cases(layer):
+        (outcome_a, grads_a, dtype_a), (outcome_b, grads_b, dtype_b) = (case_runs.gradients(impl, case) for impl in (a, b))
+        outcomes += conforms([outcome_a, outcome_b], deviations)
+        if grads_a is not None and grads_b is not None:
+            outcomes += conforms([gradients.run_gradients_cross(a, grads_a, b, grads_b, case, dtype_a, dtype_b)], deviations)
+    skip_if_nothing_checked(outcomes)
+
+
+@pytest.mark.parametrize("dtype", [d for d in DTYPES if d in ("float32", "float64")])
+@pytest.mark.parametrize("layer", [layer for layer in LAYERS if training.applies(layer)])
+def test_training_mode(impl_ref, impl_explicit, deviations, layer, dtype):
+    """One training step (BatchNorm's batch statistics and moving update, dropout) against the
+    reference, on the layers where training differs from inference (``conformance.checks.training``)."""
+    impl = candidate(impl_ref, impl_explicit)
+    _runs_dtype(impl.impl, dtype)
+    outcomes = []
+    for case in training.training_cases(layer, dtype):
+        outcomes += conforms(training.run_training_case([impl], case), deviations)
     skip_if_nothing_checked(outcomes)
 
 

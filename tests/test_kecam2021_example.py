@@ -17,6 +17,7 @@ import pytest
 
 import reference
 from conformance.checks import expectations
+from tests.example_deviations import assert_deviations_explained
 from conformance.checks.engine import ERROR, FAIL, KNOWN, Candidate
 from conformance.contract import _import_file, load_implementation
 from conformance.isolation import IsolatedImplementation
@@ -35,16 +36,9 @@ needs_kecam2021 = pytest.mark.skipif(
 
 
 def test_deviations_file_is_valid_and_explained():
-    # Needs nothing installed: the file parses, names only this adapter (or its pair with tf) and
-    # real layers, and every layer it names is explained in docs/kecam2021.md.
-    deviations = expectations.load(EXPECTED)
-    assert deviations
-    doc = (ROOT / "docs" / "kecam2021.md").read_text(encoding="utf-8")
-    for d in deviations:
-        assert d.implementation in ("kecam2021", "tf vs kecam2021"), d.describe()
-        assert d.layer == "*" or d.layer in reference.names(), d.describe()
-        assert d.layer == "*" or f"`{d.layer}`" in doc, f"docs/kecam2021.md does not explain {d.describe()}"
-        assert len(d.reason) > 40, d.describe()
+    # Needs nothing installed: the file names only this adapter (or its pair with tf) and real
+    # layers, and every layer it names is explained in docs/kecam2021.md.
+    assert_deviations_explained(EXPECTED, ROOT / "docs" / "kecam2021.md", {"kecam2021", "tf vs kecam2021"}, {*reference.names(), "*"}, min_reason=40)
 
 
 def test_the_declaration_imports_no_framework_and_asks_for_legacy_keras():

@@ -15,6 +15,7 @@ import pytest
 
 import reference
 from conformance.checks import expectations
+from tests.example_deviations import assert_deviations_explained
 from conformance.checks.engine import ERROR, FAIL, KNOWN, PASS, Candidate
 from conformance.contract import load_implementation
 from conformance.runners.runner import CheckSettings, check
@@ -45,15 +46,9 @@ def _quiet(_message: str) -> None:
 
 
 def test_deviations_file_is_valid_and_explained():
-    # Needs no timm: the file parses with the suite's loader, names only the adapter's two
-    # implementations and layers it implements, and every entry is explained in docs/timm.md.
-    deviations = expectations.load(EXPECTED)
-    assert deviations
-    timm_doc = (ROOT / "docs" / "timm.md").read_text(encoding="utf-8")
-    for d in deviations:
-        assert d.implementation in ("timm", "timm-defaults"), d.describe()
-        assert d.layer in TIMM_LAYERS, d.describe()
-        assert f"`{d.layer}`" in timm_doc, f"docs/timm.md does not explain {d.describe()}"
+    # Needs no timm: the file names only the adapter's two implementations and layers it
+    # implements, and every entry is explained in docs/timm.md.
+    assert_deviations_explained(EXPECTED, ROOT / "docs" / "timm.md", {"timm", "timm-defaults"}, TIMM_LAYERS)
 
 
 @needs_timm

@@ -121,19 +121,27 @@ def _check_config(config):
         )
 
 
+def output_params(out_shape_sample_max: int) -> tuple[Param, ...]:
+    """The output projection's and attention dropout's parameters, shared with HaloAttention
+    (the 2021 HaloAttention took MHSA's output arguments unchanged)."""
+    return (
+        Param(
+            "out_shape",
+            None,
+            Maybe(Integer(minimum=1, sample_range=(1, out_shape_sample_max))),
+            "Output channels of `output_weight`; None means `num_heads * key_dim`. Only meaningful with `out_weight`.",
+        ),
+        Param("out_weight", True, Boolean(), "Apply the output projection `output_weight` (no bias)."),
+        Param("out_bias", False, Boolean(), "Add `output_bias` to the output."),
+        Param("attn_dropout", 0, Real(0.0, 1.0, sample_range=(0.0, 0.9)), "Dropout rate on the attention weights during training; inactive at inference."),
+    )
+
+
 PARAMS = (
     Param("num_heads", 4, Integer(minimum=1, sample_range=(1, 4)), "Number of attention heads."),
     Param("key_dim", 128, Integer(minimum=1, sample_range=(1, 6)), "Channels per head for query, key and value."),
     Param("relative", True, Boolean(), "Relative position tables `(key_dim, 2W-1)`, `(key_dim, 2H-1)`; absolute `(key_dim, W)`, `(key_dim, H)` when False."),
-    Param(
-        "out_shape",
-        None,
-        Maybe(Integer(minimum=1, sample_range=(1, 10))),
-        "Output channels of `output_weight`; None means `num_heads * key_dim`. Only meaningful with `out_weight`.",
-    ),
-    Param("out_weight", True, Boolean(), "Apply the output projection `output_weight` (no bias)."),
-    Param("out_bias", False, Boolean(), "Add `output_bias` to the output."),
-    Param("attn_dropout", 0, Real(0.0, 1.0, sample_range=(0.0, 0.9)), "Dropout rate on the attention weights during training; inactive at inference."),
+    *output_params(out_shape_sample_max=10),
 )
 
 

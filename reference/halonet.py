@@ -9,7 +9,8 @@ from reference import _sampling
 from reference._conv import pad
 from reference._errors import reject
 from reference._ops import softmax
-from reference._spec import Boolean, Example, Input, Integer, LayerSpec, Maybe, Param, Real, Rejection, Weight, kernel, vector
+from reference._spec import Example, Input, Integer, LayerSpec, Param, Rejection, Weight, kernel, vector
+from reference.botnet import output_params
 
 LAYER = "HaloAttention"
 
@@ -173,15 +174,7 @@ PARAMS = (
         Integer(minimum=0, sample_range=(0, 3)),
         "Pixels each key/value window extends past its block on every side; windows are `block_size + 2 * halo_size` wide.",
     ),
-    Param(
-        "out_shape",
-        None,
-        Maybe(Integer(minimum=1, sample_range=(1, 8))),
-        "Output channels of `output_weight`; None means `num_heads * key_dim`. Only meaningful with `out_weight`.",
-    ),
-    Param("out_weight", True, Boolean(), "Apply the output projection `output_weight` (no bias)."),
-    Param("out_bias", False, Boolean(), "Add `output_bias` to the output."),
-    Param("attn_dropout", 0, Real(0.0, 1.0, sample_range=(0.0, 0.9)), "Dropout rate on the attention weights during training; inactive at inference."),
+    *output_params(out_shape_sample_max=8),
 )
 
 

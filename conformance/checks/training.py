@@ -48,6 +48,7 @@ from conformance.checks.engine import (
     ERROR, FAIL, NOT_IMPLEMENTED, PASS, UNSUPPORTED, Candidate, Outcome, _exception, from_layout, reproduce_command, to_layout,
 )
 from conformance.checks.tolerances import Tolerance
+from conformance.contract import dtype_not_declared
 from conformance.sampling.cases import Case, edge_cases
 
 CHECK = "training"
@@ -165,7 +166,7 @@ def run_training(candidate: Candidate, case: Case) -> Outcome:
     if reason is not None:
         return outcome(NOT_IMPLEMENTED, reason)
     if case.dtype not in impl.dtypes:
-        return outcome(NOT_IMPLEMENTED, f"dtype {case.dtype} not declared by {impl.name}")
+        return outcome(NOT_IMPLEMENTED, dtype_not_declared(impl, case.dtype))
     inputs, weights = case.arrays()
     np_dtype = np.dtype(case.dtype)
     tol = _tolerance(case.dtype)

@@ -387,9 +387,21 @@ def test_keras_jax_without_jax_says_how_to_install_it(monkeypatch):
         KerasOnBackend("jax").build("BiasLayer", {}, ((1, 2),), "float32")
 
 
-KERAS_BACKENDS = pytest.mark.xdist_group("keras-backends")
-"""Under pytest -n, the tests that load keras-torch and keras-jax share one pytest worker and so
-one worker process per backend (each starts Keras and probes float64, several seconds)."""
+@pytest.fixture(scope="module")
+def keras_workers():
+    """keras-torch (and keras-jax, where JAX is installed) held for the module's Keras-backend
+    tests: a worker lives while its implementation is referenced, and each start imports Keras
+    and probes float64 (several seconds), so these tests, the CLI's loads included, share one."""
+    held = [load_implementation("keras-torch")] + ([load_implementation("keras-jax")] if HAS_JAX else [])
+    yield held
+    for impl in held:
+        impl.close()
+
+
+def KERAS_BACKENDS(test):
+    """Under pytest -n these tests share one pytest worker, and there the workers of
+    :func:`keras_workers`."""
+    return pytest.mark.xdist_group("keras-backends")(pytest.mark.usefixtures("keras_workers")(test))
 
 
 @KERAS_BACKENDS

@@ -107,7 +107,8 @@ def test_an_out_of_domain_reproduce_command_runs_as_printed(capsys):
 
 
 @pytest.mark.parametrize("attribute, layers", [("partial", ["mlp_block"]), ("crashing", ["BiasLayer"]), ("two_slips", ["mlp_block"]),
-                                               ("slipped_backward", ["mlp_block", "batchnorm_with_activation"])])
+                                               ("slipped_backward", ["mlp_block", "batchnorm_with_activation"])],
+                         ids=["partial", "crashing", "two_slips", "slipped_backward"])
 def test_the_cli_and_pytest_give_the_same_verdict(attribute, layers, tmp_path):
     # slipped_backward: gradients wrong on mlp_block, the training step wrong on batchnorm
     cli = subprocess.run(

@@ -476,7 +476,7 @@ def test_the_reason_a_dtype_is_not_declared_crosses_the_boundary_into_the_report
 def test_keras_torch_says_why_it_does_not_declare_float64():
     impl = load_implementation("keras-torch")
     if "float64" in impl.dtypes:
-        pytest.skip("this Keras computes float64 on the torch backend (keras-team/keras#23704 fixed)")
+        pytest.skip(reason="this Keras computes float64 on the torch backend (keras-team/keras#23704 fixed)")
     assert "keras-team/keras#23704" in impl.dtype_notes["float64"] and "ops." in impl.dtype_notes["float64"]
 
 

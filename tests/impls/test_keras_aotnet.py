@@ -8,7 +8,6 @@ numbers.
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -18,34 +17,9 @@ import keras
 import reference
 from impls.tf import aotnet, attention_layers
 from reference._spec import REQUIRED
+from tests.impls.keras_helpers import dtype_policy, build, variables, numpy
 
 LAYERS = ["anti_alias_downsample", "batchnorm_with_activation", "conv2d_no_bias", "se_module"]
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str):
-    """Blocks create their layers with the global policy, as the 2021 blocks did."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def build(layer: str, input_shape, name="t_", **config) -> keras.Model:
-    """The block on a Keras input of the global policy's dtype."""
-    inputs = keras.Input(shape=input_shape[1:], dtype=keras.config.dtype_policy().compute_dtype)
-    return keras.Model(inputs, getattr(attention_layers, layer)(inputs, **config, name=name))
-
-
-def variables(model: keras.Model, prefix: str) -> dict[str, keras.Variable]:
-    assert all(v.path.startswith(prefix) for v in model.weights), [v.path for v in model.weights]
-    return {v.path[len(prefix):]: v for v in model.weights}
-
-
-def numpy(x) -> np.ndarray:
-    return keras.ops.convert_to_numpy(x)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,15 +17,12 @@ import keras
 import reference
 from impls.tf import attention_layers
 from impls.tf.coat import ConvPositionalEncoding, ConvRelativePositionalEncoding, layer_norm
+from tests.impls.keras_helpers import numpy
 
 CPE, CRPE, LN = "ConvPositionalEncoding", "ConvRelativePositionalEncoding", "layer_norm"
 
 # float64 layers against the float64 reference: a few ulps of O(1) values.
 F64_TOL = 1e-13
-
-
-def numpy(x) -> np.ndarray:
-    return keras.ops.convert_to_numpy(x)
 
 
 def canonical_weights(layer: str, shapes, config, seed: int) -> dict[str, np.ndarray]:

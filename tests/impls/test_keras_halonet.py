@@ -24,6 +24,7 @@ import tensorflow as tf
 import reference
 from impls.tf import attention_layers
 from impls.tf.halonet import HaloAttention
+from tests.impls.keras_helpers import numpy
 
 LAYER = "HaloAttention"
 README = Path(__file__).resolve().parents[2] / "docs" / "attention_layers_README.md"
@@ -57,10 +58,6 @@ def assign(layer, weights: dict[str, np.ndarray]) -> None:
     assert set(by_name) == set(weights), f"expected variables {sorted(weights)}, got {sorted(by_name)}"
     for name, value in weights.items():
         by_name[name].assign(value.astype(by_name[name].dtype))
-
-
-def numpy(x) -> np.ndarray:
-    return keras.ops.convert_to_numpy(x)
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from impls.tf import _activations, attention_layers
 from impls.tf.botnet import MHSAWithPositionEmbedding
 from impls.tf.res_mlp import ChannelAffine
 from impls.tf.volo import BiasLayer
+from tests.impls.keras_helpers import dtype_policy, numpy
 
 README = Path(__file__).resolve().parents[2] / "docs" / "attention_layers_README.md"
 UPSTREAM_IMPORT = "from keras_cv_attention_models import attention_layers"
@@ -67,21 +68,6 @@ def assign(variables, weights: dict[str, np.ndarray], prefix: str = "") -> None:
     assert set(by_name) == set(weights), f"expected variables {sorted(weights)} under {prefix!r}, got {sorted(by_name)}"
     for name, value in weights.items():
         by_name[name].assign(value.astype(by_name[name].dtype))
-
-
-def numpy(x) -> np.ndarray:
-    return keras.ops.convert_to_numpy(x)
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str):
-    """Blocks such as mlp_block create their Dense layers with the global policy."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def math_gelu(x: np.ndarray) -> np.ndarray:

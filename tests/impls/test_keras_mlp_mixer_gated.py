@@ -8,7 +8,6 @@ where a Keras feature (float64 policy, ``training``) has to be shown to give the
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from impls.tf import attention_layers
 from impls.tf.mlp_mixer import CenteredLayerNormalization, MlpBlock
 from reference._conv import layer_norm
 from reference.mlp_mixer import mlp_block as reference_mlp_block, scope
+from tests.impls.keras_helpers import dtype_policy, numpy
 
 MIXER_CONFIG = {"tokens_mlp_dim": 3, "channels_mlp_dim": 6}
 MIXER_SHAPE = (2, 5, 4)
@@ -37,20 +37,6 @@ MIXER_WEIGHTS = [
     "channel_mixing/Dense_1/kernel",
     "channel_mixing/Dense_1/bias",
 ]
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def numpy(x) -> np.ndarray:
-    return keras.ops.convert_to_numpy(x)
 
 
 def draw_weights(layer, shape, config, seed):

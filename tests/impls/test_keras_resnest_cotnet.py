@@ -21,35 +21,11 @@ import tensorflow as tf
 
 import reference
 from impls.tf import attention_layers, cotnet, resnest
+from tests.impls.keras_helpers import dtype_policy, build, variables as canonical_variables, numpy
 
 README = Path(__file__).resolve().parents[2] / "docs" / "attention_layers_README.md"
 UPSTREAM_IMPORT = "from keras_cv_attention_models import attention_layers"
 OUR_IMPORT = "from impls.tf import attention_layers"
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str):
-    """Blocks create their layers with the global policy, as the 2021 blocks did."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def build(layer: str, input_shape, name="t_", **config) -> keras.Model:
-    inputs = keras.Input(shape=input_shape[1:], dtype=keras.config.dtype_policy().compute_dtype)
-    return keras.Model(inputs, getattr(attention_layers, layer)(inputs, **config, name=name))
-
-
-def canonical_variables(model: keras.Model, prefix: str) -> dict[str, keras.Variable]:
-    assert all(v.path.startswith(prefix) for v in model.weights), [v.path for v in model.weights]
-    return {v.path[len(prefix):]: v for v in model.weights}
-
-
-def numpy(x) -> np.ndarray:
-    return keras.ops.convert_to_numpy(x)
 
 
 def readme_snippet(layer: str) -> str:

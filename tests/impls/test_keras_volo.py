@@ -23,6 +23,7 @@ import tensorflow as tf
 import reference
 from impls.tf import attention_layers
 from impls.tf.volo import CeilAveragePooling2D, ClassToken, PositionalEmbedding, UnfoldAttendFold
+from tests.impls.keras_helpers import dtype_policy, numpy
 
 README = Path(__file__).resolve().parents[2] / "docs" / "attention_layers_README.md"
 UPSTREAM_IMPORT = "from keras_cv_attention_models import attention_layers"
@@ -69,24 +70,10 @@ def assign(variables, weights: dict[str, np.ndarray], prefix: str) -> None:
         by_name[name].assign(value.astype(by_name[name].dtype))
 
 
-@contextlib.contextmanager
-def dtype_policy(name: str):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 def block_model(block: str, shape, config, name="blk_", dtype="float32") -> keras.Model:
     with dtype_policy(dtype):
         inputs = keras.Input(shape[1:], dtype=dtype)
         return keras.Model(inputs, getattr(attention_layers, block)(inputs, **config, name=name))
-
-
-def numpy(x) -> np.ndarray:
-    return keras.ops.convert_to_numpy(x)
 
 
 # --------------------------------------------------------------------------------------------

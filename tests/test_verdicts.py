@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conformance.checks import expectations
-from conformance.checks.engine import ERROR, FAIL, KNOWN, UNSUPPORTED, Candidate
+from conformance.checks.engine import ERROR, FAIL, Candidate
 from conformance.cli import main
 from conformance.reports import report
 from conformance.runners.runner import CheckSettings, check

@@ -19,7 +19,7 @@ import reference
 from conformance.sampling.cases import Case
 from conformance.checks.compare import Comparison, compare, output_scale
 from conformance.contract import Implementation
-from conformance.checks.half import carrier, to_dtype
+from conformance.checks.half import to_dtype
 from conformance.checks.tolerances import Tolerance, tolerance
 from reference._spec import REQUIRED, is_feature_map
 
@@ -171,7 +171,6 @@ def run_case(
     reason = dict(impl.not_implemented()).get(case.layer)
     if reason is not None:
         return stop(NOT_IMPLEMENTED, reason)
-    np_dtype = carrier(case.dtype)  # bfloat16 travels as float32 (conformance.contract)
     if from_fixture:
         want_weights, want = dict(expected_weights), tuple(expected.shape)
     else:

@@ -228,7 +228,6 @@ def implementation_gradients(candidate: Candidate, case: Case, inputs, weights, 
         return ERROR, f"build raised {_exception(exc)}", traceback.format_exception(exc)
     if not hasattr(built, "gradients"):
         return NOT_IMPLEMENTED, "gradients() is not provided", None
-    out_rank = cot.ndim
     try:
         built.load_weights({k: np.asarray(v, dtype=dtype) for k, v in weights.items()})
         raw_inputs, raw_weights = built.gradients(

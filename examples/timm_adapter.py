@@ -387,11 +387,19 @@ class TimmImplementation:
             "r_width": Slot("0.pos_embed.width_rel", LINEAR),
             "r_height": Slot("0.pos_embed.height_rel", LINEAR),
         }
+        slots.update(self._projection_slots(config))
+        return module, slots, module
+
+    @staticmethod
+    def _projection_slots(config):
+        """Where MHSA's and HaloAttention's output projection (``_projection``, module ``1``) keeps
+        the canonical ``output_weight`` / ``output_bias``, when the config has them."""
+        slots = {}
         if config["out_weight"]:
             slots["output_weight"] = Slot("1.conv.weight", DENSE_AS_1X1)
         if config["out_bias"]:
             slots["output_bias"] = Slot("1.bias")
-        return module, slots, module
+        return slots
 
     def _build_HaloAttention(self, config, shape):
         from torch import nn
@@ -418,10 +426,7 @@ class TimmImplementation:
             "r_width": Slot("0.pos_embed.width_rel", LINEAR),
             "r_height": Slot("0.pos_embed.height_rel", LINEAR),
         }
-        if config["out_weight"]:
-            slots["output_weight"] = Slot("1.conv.weight", DENSE_AS_1X1)
-        if config["out_bias"]:
-            slots["output_bias"] = Slot("1.bias")
+        slots.update(self._projection_slots(config))
         return module, slots, module
 
     # ---- resnest

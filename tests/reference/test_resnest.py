@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import reference
+from reference import _ops
 
 # Loop and vectorised versions both compute in float64 and differ only in summation order (and
 # libm versus NumPy for exp), so they agree to a few ulps of O(1) values: 1e-12 leaves a wide
@@ -65,6 +66,31 @@ def test_rsoftmax_matches_loops(groups, shape):
     x = np.random.default_rng(groups).normal(0.0, 2.0, shape)
     got = reference.forward("rsoftmax", x, weights={}, groups=groups)
     np.testing.assert_allclose(got, loop_rsoftmax(x, groups), rtol=RTOL, atol=ATOL)
+
+
+def test_two_radix_rsoftmax_is_the_general_softmax_at_special_values():
+    # groups == 2 takes one exp per column instead of two; it must give what the general
+    # softmax path gives, NaN pattern included, on ties, infinities, NaN and overflowing
+    # differences. Both paths call NumPy's exp on the same arguments, but NumPy may use another
+    # exp kernel for arrays of another length on AVX-512 machines, hence 1 ulp, not bit equality.
+    first = [np.inf, -np.inf, np.nan, 3.0, 1e308, -np.inf, np.inf, 0.0, -0.0, 2.5, -700.0, 1e-300]
+    second = [1.0, -np.inf, 0.0, 3.0, -1e308, 2.0, np.inf, -0.0, 0.0, -40.0, 700.0, -1e-300]
+    rng = np.random.default_rng(7)
+    x = np.concatenate([first, rng.normal(0.0, 3.0, 20), second, rng.normal(0.0, 3.0, 20)]).reshape(1, 1, 1, -1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = reference.forward("rsoftmax", x, weights={}, groups=2)
+        want = _ops.softmax(x.reshape(1, 2, -1).copy(), axis=1).reshape(x.shape)
+    assert np.array_equal(np.isnan(got), np.isnan(want)), f"NaN at {np.flatnonzero(np.isnan(got))}, softmax has NaN at {np.flatnonzero(np.isnan(want))}"
+    finite = ~np.isnan(want)
+    np.testing.assert_array_max_ulp(got[finite], want[finite], maxulp=1)
+    # Answers known without computing: a tie halves, -inf loses to a finite logit, a difference
+    # past exp's range gives exactly 0 and 1, and +inf or NaN in a column gives NaN (inf - inf).
+    width = x.shape[-1] // 2
+    pairs = {3: (0.5, 0.5), 4: (1.0, 0.0), 5: (0.0, 1.0), 7: (0.5, 0.5), 8: (0.5, 0.5), 10: (0.0, 1.0)}
+    for column, (p_first, p_second) in pairs.items():
+        assert (got[0, 0, 0, column], got[0, 0, 0, width + column]) == (p_first, p_second), column
+    for column in (0, 1, 2, 6):
+        assert np.isnan(got[0, 0, 0, column]) and np.isnan(got[0, 0, 0, width + column]), column
 
 
 def test_rsoftmax_softmax_runs_across_groups_not_within_them():

@@ -116,7 +116,7 @@ def cmd_check(args) -> int:
 
     specs = args.impl or ["tf", "torch"]
     jobs = 1 if case is not None else auto_jobs(len(layers)) if args.jobs == "auto" else min(args.jobs, len(layers))
-    summary = f"{len(layers) if case is None else 1} layer(s); dtypes {', '.join(dtypes)}; {opts.examples} drawn cases per layer and dtype"
+    summary = f"{len(layers)} layer(s); dtypes {', '.join(dtypes)}; {opts.examples} drawn cases per layer and dtype" if case is None else f"one case: {case.describe()}"
     if jobs > 1:
         # The processes load the implementations; this one only merges and reports.
         print(f"attnconf check: spec {reference.SPEC_VERSION}; implementations {', '.join(specs)}; {summary}", file=sys.stderr)
@@ -153,7 +153,7 @@ def cmd_check(args) -> int:
         else:
             target.write_text(report.markdown(result, dtypes, impl_names, args.strict), encoding="utf-8")
         print(f"report written to {target}", file=sys.stderr)
-    return 0 if report.verdict(result, args.strict).startswith("all checks passed") else 1
+    return 0 if report.passed(result, args.strict) else 1
 
 
 def _in_domain(case) -> bool:
@@ -200,7 +200,7 @@ def cmd_fixtures(args) -> int:
         count = len(fixtures.load_manifest(directory).get("fixtures", [])) if (directory / fixtures.MANIFEST).is_file() else 0
         print(f"{count} fixtures in {directory}: " + ("verified" if not problems else f"{len(problems)} problem(s)"))
         return 1 if problems else 0
-    from conformance.checks.engine import FAIL, NOT_IMPLEMENTED, PASS
+    from conformance.checks.engine import ERROR, FAIL, FAILING, NOT_IMPLEMENTED, PASS, UNSUPPORTED
 
     failed = False
     for candidate in _candidates(args.impl):
@@ -208,16 +208,39 @@ def cmd_fixtures(args) -> int:
         by_fixture: dict[tuple[str, str], list] = {}
         for o in outcomes:
             by_fixture.setdefault((o.case.label, o.dtype), []).append(o)
+        verdicts: dict[str, int] = {}
         for (name, dtype), group in by_fixture.items():
-            status = FAIL if any(o.status == FAIL for o in group) else NOT_IMPLEMENTED if all(o.status == NOT_IMPLEMENTED for o in group) else PASS
+            status = _fixture_status([o.status for o in group])
+            verdicts[status] = verdicts.get(status, 0) + 1
             numerics = next((o for o in group if o.comparison is not None), None)
             extra = f" {numerics.comparison.max_abs:.1e} ({numerics.comparison.tolerance_used:.1%} of tolerance)" if numerics else ""
-            print(f"{candidate.name:8s} {dtype:8s} {name:50s} {status}{extra}")
+            unchecked = next((o for o in group if o.status in (UNSUPPORTED, NOT_IMPLEMENTED)), None) if status != PASS else None
+            reason = f": {unchecked.detail.splitlines()[0]}" if unchecked is not None and status in (UNSUPPORTED, NOT_IMPLEMENTED) else ""
+            print(f"{candidate.name:8s} {dtype:8s} {name:50s} {status}{extra}{reason}")
             for o in group:
-                if o.status == FAIL:
+                if o.status in FAILING:
                     failed = True
                     print(o.detail)
+        order = (PASS, FAIL, ERROR, UNSUPPORTED, NOT_IMPLEMENTED)
+        counts = ", ".join(f"{verdicts[s]} {s}" for s in order if verdicts.get(s))
+        print(f"{candidate.name}: {len(by_fixture)} fixture runs: {counts or 'none'}")
+        if not any(verdicts.get(s) for s in (PASS, FAIL, ERROR)):
+            failed = True
+            print(f"{candidate.name}: NOTHING CHECKED: no fixture ran on it, so there is nothing to pass")
     return 1 if failed else 0
+
+
+def _fixture_status(statuses: list[str]) -> str:
+    """One fixture in one dtype: failed or raised if any check did; checked only if every check
+    ran (a not-run check follows a failure, so it never stands alone)."""
+    from conformance.checks.engine import ERROR, FAIL, NOT_IMPLEMENTED, PASS, UNSUPPORTED
+
+    for status in (FAIL, ERROR, UNSUPPORTED):
+        if status in statuses:
+            return status
+    if all(s == NOT_IMPLEMENTED for s in statuses):
+        return NOT_IMPLEMENTED
+    return PASS
 
 
 def cmd_docs(args) -> int:
@@ -251,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # contract or import problems: one clear line, not a traceback
         from conformance.contract import ContractError
 
-        if isinstance(exc, (ContractError, ImportError)):
+        from conformance.runners.parallel import ProcessDied
+
+        if isinstance(exc, (ContractError, ImportError, ProcessDied)):
             return _usage(str(exc))
         raise
 

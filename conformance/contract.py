@@ -98,6 +98,8 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
+import reference
+
 LAYOUTS = ("channels_last", "channels_first")
 
 BUILTIN_IMPLEMENTATIONS = {
@@ -151,7 +153,7 @@ def load_implementation(spec: str) -> Implementation:
         impl = getattr(module, attribute)
     except AttributeError:
         raise ContractError(f"implementation {spec!r}: module {module_name!r} has no attribute {attribute!r}") from None
-    if not isinstance(impl, Implementation) and callable(impl):
+    if isinstance(impl, type) or (not isinstance(impl, Implementation) and callable(impl)):  # a class is a factory too
         impl = impl()
     if getattr(impl, "isolation", None) is not None:
         from conformance.isolation import isolate
@@ -229,6 +231,13 @@ def check_implementation(impl: Any, label: str = "") -> None:
     unknown = [d for d in impl.dtypes if d not in ("float16", "bfloat16", "float32", "float64")]
     if unknown:
         raise ContractError(f"implementation {label}: dtypes {unknown} are not float dtypes this suite knows")
+    try:
+        listed = [str(layer) for layer in dict(impl.not_implemented())]
+    except (TypeError, ValueError) as exc:
+        raise ContractError(f"implementation {label}: not_implemented() must give {{layer: reason}}: {exc}") from None
+    strangers = [layer for layer in listed if layer not in reference.names()]
+    if strangers:
+        raise ContractError(f"implementation {label}: not_implemented() names {strangers}, which are not layers of the spec (a typo would leave the layer checked and failing)")
     notes = getattr(impl, "dtype_notes", None)
     if notes is not None and not (isinstance(notes, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in notes.items())):
         raise ContractError(f"implementation {label}: dtype_notes must map dtype names to reasons (strings), got {notes!r}")

@@ -703,7 +703,7 @@ def _serve(parent: int | None = None) -> None:
             else:
                 raise ValueError(f"unknown request {op!r}")
             answer = ("ok", value)
-        except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure goes back to the caller, sys.exit included
             answer = ("err", _error_payload(exc))
         try:
             _write_message(out_fd, answer)

@@ -6,6 +6,9 @@ ports go wrong.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 
 from conformance.numpy_impl import ReferenceImplementation, ReferenceLayer
@@ -166,6 +169,42 @@ class _SlippedBackwardLayer(ReferenceLayer):
         return out, kept
 
 
+class _ExitingLayer(ReferenceLayer):
+    """Calls ``sys.exit(0)`` from forward on a batch of 2: a run must not end there with status 0."""
+
+    def forward(self, *inputs):
+        if inputs[0].shape[0] == 2:
+            sys.exit(0)
+        return super().forward(*inputs)
+
+
+class _StatefulLayer(ReferenceLayer):
+    """Wrong on one forward call of the process, the ``WRONG_CALL``-th, whatever the inputs
+    (past ChannelAffine's fixed cases, so inside its search): replayed, the case passes, so
+    Hypothesis finds the failure flaky. ``calls`` counts per process; a test resets it."""
+
+    calls = 0
+    WRONG_CALL = 30
+
+    def forward(self, *inputs):
+        _StatefulLayer.calls += 1
+        out = super().forward(*inputs)
+        return out + 1.0 if _StatefulLayer.calls == self.WRONG_CALL else out
+
+
+class _ProcessKillingLayer(ReferenceLayer):
+    """Ends its process without a Python exception (as a segfault in native code would) on a
+    batch of 2."""
+
+    def forward(self, *inputs):
+        if inputs[0].shape[0] == 2:
+            os._exit(3)
+        return super().forward(*inputs)
+
+
+exiting = _Broken("exiting", _ExitingLayer)
+stateful = _Broken("stateful", _StatefulLayer)
+process_killing = _Broken("process_killing", _ProcessKillingLayer)
 slipped_backward = _Broken("slipped_backward", _SlippedBackwardLayer)
 changed_default = _Broken("changed_default", _ChangedDefaultLayer)
 two_slips = _Broken("two_slips", _TwoSlipsLayer)

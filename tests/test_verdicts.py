@@ -177,3 +177,90 @@ def test_a_printed_reproduce_command_runs_from_a_fresh_shell_in_another_director
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     run = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1 and "numerics [off_by_1e-3, float64]: fail" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def test_sys_exit_in_an_implementation_is_its_error_not_the_end_of_the_run(capsys):
+    # SystemExit is not an Exception: uncaught, it ended the run with status 0 and no verdict.
+    assert main(["check", "--impl", "tests.broken_impls:exiting", "--layers", "BiasLayer", "--dtypes", "float64", "--no-cross", "--jobs", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "SystemExit" in out and out.strip().splitlines()[-1].startswith("FAILED"), out[-2000:]
+
+
+def test_a_failure_that_does_not_reproduce_is_reported_as_such_not_a_crash():
+    broken_impls._StatefulLayer.calls = 0
+    result = _run("stateful", ["ChannelAffine"])
+    flaky = [o for o in result.failures if "not reproducible" in o.detail]
+    assert len(flaky) == 1 and flaky[0].status == FAIL and len(result.failures) == 1, [o.detail for o in result.failures]
+    assert result.failed and result.tallies[("ChannelAffine", "stateful", "numerics", "float64")].count(FAIL)
+
+
+def test_a_process_that_dies_is_named_and_gives_no_verdict(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "conformance", "check", "--impl", "tests.broken_impls:process_killing", "--layers", "BiasLayer", "ChannelAffine",
+         "--dtypes", "float64", "--no-cross", "--jobs", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("attnconf: error: a check process died abruptly") and "BiasLayer" in last and "isolation" in last, last
+    assert "Traceback" not in run.stderr and "all checks passed" not in run.stdout
+
+
+def test_two_implementations_of_one_name_are_refused_not_merged(capsys):
+    args = ["check", "--impl", "tests.broken_impls:crashing", "--impl", "tests.broken_impls:crashing", "--layers", "BiasLayer", "--dtypes", "float64", "--jobs", "1"]
+    assert main(args) == 2
+    assert "are all named 'crashing'" in capsys.readouterr().err
+
+
+def test_a_run_where_nothing_was_checked_does_not_pass():
+    from conformance.checks.engine import NOT_IMPLEMENTED, Outcome
+    from conformance.runners.runner import RunResult
+
+    result = RunResult()
+    result.record(Outcome("numerics", "BiasLayer", "x", "float64", NOT_IMPLEMENTED, "dtype float64 not declared by x"))
+    assert report.verdict(result).startswith("NOTHING CHECKED") and not report.passed(result)
+
+
+def test_a_raise_in_the_gradients_check_reads_raised_not_a_failed_comparison():
+    from conformance.checks.engine import PASS, Outcome
+    from conformance.runners.runner import RunResult
+
+    result = RunResult()
+    result.record(Outcome("gradients", "BiasLayer", "x", "float64", PASS, "ok"))
+    result.record(Outcome("gradients", "BiasLayer", "x", "float64", ERROR, "build raised RuntimeError: boom"))
+    row = next(r for r in report.rows(result, ("float64",)))
+    assert row["gradients"].startswith("ok 1, 1 raised"), row
+
+
+def test_only_deviations_about_what_ran_can_be_stale(tmp_path):
+    path = tmp_path / "d.toml"
+    path.write_text(
+        "".join(
+            f'[[deviation]]\nimplementation = "{impl}"\nlayer = "{layer}"\ncheck = "numerics"\nreason = "r"\n\n'
+            for impl, layer in [("a", "BiasLayer"), ("a", "mlp_block"), ("b", "BiasLayer"), ("a vs b", "BiasLayer"), ("a vs c", "BiasLayer"), ("*", "*")]
+        )
+    )
+    deviations = expectations.load(path)
+    stale = expectations.stale(deviations, ["BiasLayer"], ["a", "b"])
+    assert [(d.implementation, d.layer) for d in stale] == [("a", "BiasLayer"), ("b", "BiasLayer"), ("a vs b", "BiasLayer"), ("*", "*")]
+
+
+def test_not_implemented_must_name_layers_of_the_spec():
+    from conformance.contract import ContractError, check_implementation
+    from conformance.numpy_impl import ReferenceImplementation
+
+    class Typo(ReferenceImplementation):
+        def not_implemented(self):
+            return {"HaloAtention": "not ported yet"}
+
+    with pytest.raises(ContractError, match="HaloAtention"):
+        check_implementation(Typo(), "typo")
+
+
+def test_fixtures_check_never_reads_pass_for_what_raised_or_was_not_declared(capsys):
+    assert main(["fixtures", "check", "--impl", "tests.broken_impls:exiting", "--only", "BiasLayer/small_feature_map"]) == 1
+    out = capsys.readouterr().out
+    assert "BiasLayer/small_feature_map" in out and " error" in out and " pass" not in out.split("exiting:")[-1], out[-2000:]
+    assert main(["fixtures", "check", "--impl", "torch-autocast", "--only", "BiasLayer/small_feature_map"]) == 1
+    out = capsys.readouterr().out
+    assert "torch-autocast: 2 fixture runs: 2 not implemented" in out and "NOTHING CHECKED" in out, out

@@ -32,6 +32,11 @@ support, counted and shown, never a pass); ``not implemented``: it lists the who
 implemented; ``not run``: an earlier step of the same case failed, so this check could not run;
 ``known deviation``: a failure the user declared with a reason (``--expect``)."""
 
+RAISED_BY_IMPLEMENTATION = (Exception, SystemExit)
+"""What an implementation's call may raise and have reported as its error. SystemExit too: an
+adapter that calls ``sys.exit`` would otherwise end the run with exit status 0 and no verdict.
+KeyboardInterrupt still stops the run."""
+
 CASE_CHECKS = ("weights", "init", "output shape", "numerics")
 """The checks of one case, in order; ``error`` stands beside them when the implementation raised."""
 
@@ -181,14 +186,14 @@ def run_case(
         built = impl.build(case.layer, dict(case.config), tuple(case.input_shapes), case.dtype)
     except NotImplementedError as exc:
         return stop(UNSUPPORTED, f"unsupported: {exc}" if str(exc) else "unsupported: build raised NotImplementedError")
-    except Exception as exc:  # noqa: BLE001 - any exception is the implementation's, reported as such
+    except RAISED_BY_IMPLEMENTATION as exc:  # noqa: BLE001 - any exception is the implementation's, reported as such
         return raised("build", exc)
 
     # Weights: exact name-set equality and shapes.
     want_weights = {k: tuple(v) for k, v in want_weights.items()}
     try:
         got_shapes = {str(k): tuple(int(d) for d in v) for k, v in built.weight_shapes().items()}
-    except Exception as exc:  # noqa: BLE001
+    except RAISED_BY_IMPLEMENTATION as exc:  # noqa: BLE001
         return raised("weight_shapes()", exc)
     diff = weight_diff(want_weights, got_shapes)
     if diff:
@@ -202,7 +207,7 @@ def run_case(
         built.load_weights({k: to_dtype(v, case.dtype) for k, v in weights.items()})
         raw = built.forward(*(to_layout(to_dtype(x, case.dtype), i.kind, impl.layout) for x, i in zip(inputs, spec.inputs)))
         raw = np.asarray(raw)
-    except Exception as exc:  # noqa: BLE001
+    except RAISED_BY_IMPLEMENTATION as exc:  # noqa: BLE001
         return raised("load_weights/forward", exc)
 
     want_in_layout = _layout_shape(want, spec.output_kind, impl.layout)
@@ -234,7 +239,7 @@ def check_initial_values(built, declared: Mapping[str, np.ndarray], dtype: str |
         return NOT_IMPLEMENTED, "initial_weights() is not provided, so initial and fixed values were not checked"
     try:
         got = {str(k): np.asarray(v) for k, v in built.initial_weights().items()}
-    except Exception as exc:  # noqa: BLE001
+    except RAISED_BY_IMPLEMENTATION as exc:  # noqa: BLE001
         return FAIL, f"initial_weights() raised {_exception(exc)}"
     wrong = []
     for name, value in declared.items():
@@ -344,6 +349,6 @@ def _raises_value_error(impl: Implementation, layer: str, case: Case) -> bool | 
         return True
     except NotImplementedError as exc:
         return f"got NotImplementedError: {exc}"
-    except Exception as exc:  # noqa: BLE001
+    except RAISED_BY_IMPLEMENTATION as exc:  # noqa: BLE001
         return f"got {_exception(exc)}"
     return "nothing was raised"

@@ -150,5 +150,13 @@ def apply(outcomes: Iterable[Outcome], deviations: list[Deviation]) -> list[Outc
     return result
 
 
-def stale(deviations: list[Deviation]) -> list[Deviation]:
-    return [d for d in deviations if d.matched == 0]
+def stale(deviations: list[Deviation], layers: Iterable[str], implementations: Iterable[str]) -> list[Deviation]:
+    """Deviations that matched nothing although their layer and implementation (both of a pair)
+    were checked; one about a layer or implementation outside the run is not stale, only unused."""
+    layers, implementations = set(layers), set(implementations)
+
+    def in_run(d: Deviation) -> bool:
+        names = d.implementation.split(" vs ")
+        return (d.layer == "*" or d.layer in layers) and (d.implementation == "*" or all(n in implementations for n in names))
+
+    return [d for d in deviations if d.matched == 0 and in_run(d)]

@@ -103,7 +103,8 @@ import numpy as np
 import reference
 from conformance.checks.compare import Comparison, compare, output_scale
 from conformance.checks.engine import (
-    ERROR, FAIL, NOT_IMPLEMENTED, PASS, UNSUPPORTED, Candidate, Outcome, _exception, from_layout, reproduce_command, to_layout,
+    ERROR, FAIL, NOT_IMPLEMENTED, PASS, RAISED_BY_IMPLEMENTATION, UNSUPPORTED, Candidate, Outcome, _exception, from_layout,
+    reproduce_command, to_layout,
 )
 from conformance.checks.tolerances import Tolerance
 from conformance.sampling.cases import Case, edge_cases
@@ -208,7 +209,7 @@ def _not_declared(impl, dtypes) -> str:
     from conformance.contract import dtype_not_declared
 
     wanted = [d for d in DTYPES if d in dtypes]
-    return "; ".join(dtype_not_declared(impl, d) for d in wanted) if wanted else f"neither float64 nor float32 is among the checked dtypes {list(dtypes)}"
+    return "\n".join(dtype_not_declared(impl, d) for d in wanted) if wanted else f"neither float64 nor float32 is among the checked dtypes {list(dtypes)}"
 
 
 def implementation_gradients(candidate: Candidate, case: Case, inputs, weights, cot, dtype: str = DTYPE):
@@ -224,7 +225,7 @@ def implementation_gradients(candidate: Candidate, case: Case, inputs, weights, 
         built = impl.build(case.layer, dict(case.config), tuple(case.input_shapes), dtype)
     except NotImplementedError as exc:
         return UNSUPPORTED, f"unsupported: {exc}" if str(exc) else "unsupported: build raised NotImplementedError", None
-    except Exception as exc:  # noqa: BLE001
+    except RAISED_BY_IMPLEMENTATION as exc:  # noqa: BLE001
         return ERROR, f"build raised {_exception(exc)}", traceback.format_exception(exc)
     if not hasattr(built, "gradients"):
         return NOT_IMPLEMENTED, "gradients() is not provided", None
@@ -234,7 +235,7 @@ def implementation_gradients(candidate: Candidate, case: Case, inputs, weights, 
             [to_layout(np.asarray(x, dtype=dtype), i.kind, impl.layout) for x, i in zip(inputs, spec.inputs)],
             to_layout(np.asarray(cot, dtype=dtype), spec.output_kind, impl.layout),
         )
-    except Exception as exc:  # noqa: BLE001
+    except RAISED_BY_IMPLEMENTATION as exc:  # noqa: BLE001
         return ERROR, f"load_weights/gradients raised {_exception(exc)}", traceback.format_exception(exc)
     problems = []
     raw_inputs = list(raw_inputs)

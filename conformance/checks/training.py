@@ -45,7 +45,8 @@ import reference.aotnet as _aotnet
 import reference.resnest as _resnest
 from conformance.checks.compare import compare, output_scale
 from conformance.checks.engine import (
-    ERROR, FAIL, NOT_IMPLEMENTED, PASS, UNSUPPORTED, Candidate, Outcome, _exception, from_layout, reproduce_command, to_layout,
+    ERROR, FAIL, NOT_IMPLEMENTED, PASS, RAISED_BY_IMPLEMENTATION, UNSUPPORTED, Candidate, Outcome, _exception, from_layout,
+    reproduce_command, to_layout,
 )
 from conformance.checks.tolerances import Tolerance
 from conformance.contract import dtype_not_declared
@@ -176,7 +177,7 @@ def run_training(candidate: Candidate, case: Case) -> Outcome:
         built = impl.build(case.layer, dict(case.config), tuple(case.input_shapes), case.dtype)
     except NotImplementedError as exc:
         return outcome(UNSUPPORTED, f"unsupported: {exc}")
-    except Exception as exc:  # noqa: BLE001
+    except RAISED_BY_IMPLEMENTATION as exc:  # noqa: BLE001
         return outcome(ERROR, f"build raised {_exception(exc)}", tb="".join(traceback.format_exception(exc)))
     if not hasattr(built, "forward_training"):
         return outcome(NOT_IMPLEMENTED, "forward_training() is not provided")
@@ -186,7 +187,7 @@ def run_training(candidate: Candidate, case: Case) -> Outcome:
         raw, moving = built.forward_training(*layout_inputs)
         raw = np.asarray(raw)
         moving = {str(k): np.asarray(v, dtype=np.float64) for k, v in dict(moving).items()}
-    except Exception as exc:  # noqa: BLE001
+    except RAISED_BY_IMPLEMENTATION as exc:  # noqa: BLE001
         return outcome(ERROR, f"load_weights/forward_training raised {_exception(exc)}", tb="".join(traceback.format_exception(exc)))
     got = from_layout(raw.astype(np.float64), spec.output_kind, impl.layout, want_out.ndim)
     if got.shape != want_out.shape:
@@ -217,7 +218,7 @@ def run_training(candidate: Candidate, case: Case) -> Outcome:
             inf_built = impl.build(rated.layer, dict(rated.config), tuple(rated.input_shapes), rated.dtype)
             inf_built.load_weights(cast_weights)
             inf_raw = np.asarray(inf_built.forward(*layout_inputs))
-        except Exception as exc:  # noqa: BLE001
+        except RAISED_BY_IMPLEMENTATION as exc:  # noqa: BLE001
             return outcome(ERROR, f"inference at dropout rate {INFERENCE_RATE}: {_exception(exc)}", tb="".join(traceback.format_exception(exc)))
         want_inf = reference.forward(rated.layer, *inputs, weights=weights, **rated.config)
         inf_got = from_layout(inf_raw.astype(np.float64), spec.output_kind, impl.layout, want_inf.ndim)

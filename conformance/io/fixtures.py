@@ -40,7 +40,8 @@ from safetensors.numpy import save as safetensors_bytes
 
 from conformance.sampling.cases import Case, draw_arrays
 from conformance.checks.compare import compare
-from conformance.checks.engine import Candidate, Outcome, run_case
+from conformance.checks.engine import NOT_IMPLEMENTED, Candidate, Outcome, run_case
+from conformance.contract import dtype_not_declared
 from conformance.checks.tolerances import DTYPES, Tolerance
 
 MANIFEST = "manifest.json"
@@ -267,9 +268,10 @@ def fixture_outcomes(candidate: Candidate, name: str, directory: Path | None = N
     shapes = tuple(tuple(i["shape"]) for i in entry["inputs"])
     outcomes = []
     for dtype in DTYPES:
-        if dtype not in candidate.impl.dtypes:
-            continue
         case = Case(entry["layer"], entry["config"], shapes, entry["seed"], dtype, label=name)
+        if dtype not in candidate.impl.dtypes:  # counted as not checked, never silently left out
+            outcomes.append(Outcome("numerics", entry["layer"], candidate.name, dtype, NOT_IMPLEMENTED, dtype_not_declared(candidate.impl, dtype), case))
+            continue
         repro = f"attnconf fixtures check --impl {candidate.ref} --only {name}"
         run = run_case(candidate, case, (inputs, weights), expected, {k: tuple(v) for k, v in entry["weights"].items()}, repro)
         outcomes += run.outcomes

@@ -13,6 +13,10 @@ Options, each with an environment variable for CI systems:
 ``--attnconf-expect FILE`` / ``ATTNCONF_EXPECT``
     Known deviations (TOML, see ``conformance.checks.expectations``): matching failures pass,
     as in ``attnconf check --expect``.
+``--attnconf-strict`` / ``ATTNCONF_STRICT=1``
+    Fail every test with a case not checked (unsupported or not implemented), as
+    ``attnconf check --strict``. Without it such a test passes (or skips when it checked nothing),
+    and the summary "attnconf: cases not checked" counts its cases.
 
 In the ci profile the conformance tests draw exactly the cases ``attnconf check`` draws (the
 same seed per layer and dtype), so the two routes give the same verdicts.
@@ -23,6 +27,7 @@ The profile applies to every Hypothesis test of the run unless ``--hypothesis-pr
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -57,6 +62,7 @@ def pytest_addoption(parser):
     group.addoption("--attnconf-profile", choices=sorted(PROFILE_EXAMPLES), default=None, help="ci (deterministic, default) or thorough")
     group.addoption("--examples", type=int, default=None, metavar="N", help="Hypothesis examples per test")
     group.addoption("--attnconf-expect", default=None, metavar="FILE", help="known deviations (TOML), as attnconf check --expect (or ATTNCONF_EXPECT)")
+    group.addoption("--attnconf-strict", action="store_true", default=False, help="fail tests with unsupported or not implemented cases, as attnconf check --strict (or ATTNCONF_STRICT=1)")
 
 
 _ACTIVE = {"profile": "ci"}
@@ -71,6 +77,70 @@ def pytest_configure(config):
     _ACTIVE["profile"] = profile
     if config.getoption("hypothesis_profile", None) is None:
         settings.load_profile(f"attnconf-{profile}")
+
+
+def strict_mode(config) -> bool:
+    """``--attnconf-strict`` or ``ATTNCONF_STRICT`` (1, true or yes)."""
+    return bool(config.getoption("attnconf_strict", False)) or os.environ.get("ATTNCONF_STRICT", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """Lets the assertions (``conformance.plugins.assertions``) count a test's unchecked cases
+    in its ``user_properties``, which travel with its report (to the pytest-xdist controller too)."""
+    from conformance.plugins import assertions
+
+    assertions._RUNNING["item"] = item
+    try:
+        yield
+    finally:
+        assertions._RUNNING["item"] = None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """"attnconf: cases not checked": each test that passed (or failed under --attnconf-strict)
+    with cases it did not check, with its counts and first reason, and the totals with those of
+    the tests skipped because they checked nothing, in the words of ``attnconf check``."""
+    from conformance.plugins.assertions import PROPERTY, REASON_PROPERTY, UNCHECKED
+
+    names = {name: status for status, name in PROPERTY.items()}
+    listed, skipped = [], {"tests": 0, "counts": dict.fromkeys(UNCHECKED, 0)}
+    totals = dict.fromkeys(UNCHECKED, 0)
+    for outcome in ("passed", "failed", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", None) != "call":
+                continue
+            properties = dict(getattr(report, "user_properties", ()) or ())
+            counts = {names[name]: int(n) for name, n in properties.items() if name in names}
+            if not any(counts.values()):
+                continue
+            for status, n in counts.items():
+                totals[status] += n
+            if outcome == "skipped":
+                skipped["tests"] += 1
+                for status, n in counts.items():
+                    skipped["counts"][status] += n
+                continue
+            # (under pytest -n, pytest-xdist appends "@group" to the ids of grouped tests)
+            nodeid = re.sub(r"@[^\[\]@]*$", "", report.nodeid)
+            listed.append((nodeid, outcome, counts, properties.get(REASON_PROPERTY, "")))
+    if not any(totals.values()):
+        return
+
+    def words(counts):
+        return ", ".join(f"{counts[status]} {status}" for status in UNCHECKED if counts.get(status))
+
+    terminalreporter.write_sep("=", "attnconf: cases not checked")
+    for nodeid, outcome, counts, reason in sorted(listed):
+        terminalreporter.write_line(f"{outcome.upper()} {nodeid}: {words(counts)}; first: {reason}")
+    def tests(n, what):
+        return f"{n} {what.replace('tests', 'test')}" if n == 1 else f"{n} {what}"
+
+    parts = [f"{words({s: sum(c.get(s, 0) for _, _, c, _ in listed) for s in UNCHECKED})} in {tests(len(listed), 'tests listed above')}"] if listed else []
+    if skipped["tests"]:
+        parts.append(f"{words(skipped['counts'])} in {tests(skipped['tests'], 'skipped tests that checked nothing')}")
+    note = "--attnconf-strict: each fails" if strict_mode(config) else "not checked, never a pass; --attnconf-strict fails them"
+    terminalreporter.write_line(f"total: {words(totals)} ({'; '.join(parts)}); {note}")
 
 
 def search_settings(layer: str, dtype: str):

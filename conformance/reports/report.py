@@ -26,11 +26,12 @@ def _headroom(t: Tally) -> str:
 
 
 def _cell(t: Tally | None, numeric: bool = False) -> str:
-    """``ok N`` / ``FAIL F/N`` over the N cases that ran the check, then what did not run."""
+    """``ok N`` / ``FAIL F/N`` over the N cases the check judged, then what raised and what did
+    not run (a raise is the implementation's error, never counted as a judged case)."""
     if t is None:
         return "-"
-    ran = t.count(PASS, FAIL, ERROR, KNOWN)
-    failed = t.count(FAIL, ERROR)
+    ran = t.count(PASS, FAIL, KNOWN)
+    failed = t.count(FAIL)
     if ran:
         head = f"FAIL {failed}/{ran}" if failed else f"ok {ran}"
         if numeric and t.worst is not None:
@@ -39,7 +40,7 @@ def _cell(t: Tally | None, numeric: bool = False) -> str:
         return "n/i"
     else:
         head = ""
-    extras = [(KNOWN, "known"), (UNSUPPORTED, "unsupported"), (NOT_RUN, "not run")]
+    extras = [(ERROR, "raised"), (KNOWN, "known"), (UNSUPPORTED, "unsupported"), (NOT_RUN, "not run")]
     tail = [f"{t.count(status)} {word}" for status, word in extras if t.count(status)]
     return ", ".join(part for part in [head, *tail] if part) or "-"
 
@@ -122,6 +123,7 @@ LEGEND = (
     "K known: failures declared as known deviations (--expect), with their reasons below; not failures.",
     "U unsupported: cases whose build raised NotImplementedError (partial support): not checked, never a pass.",
     "R not run: cases where an earlier step failed or raised, so this check could not run.",
+    "E raised (gradients, training): cases whose call raised, the implementation's error (in the failures below).",
     "n/i: the implementation does not implement the layer (or that dtype) at all. n/a: the layer declares no",
     "initial values. -: does not apply (cross rows compare two implementations' outputs only).",
     "errors: cases where the implementation raised (its type, message and frame are in the failure).",
@@ -148,10 +150,10 @@ def details(result: RunResult) -> str:
     for (layer, dtype), n in sorted(result.more_failures.items()):
         lines.append(f"{layer} {dtype}: {n} more failing drawn cases of further kinds, counted above, not shrunk")
     reasons = sorted({r for t in result.tallies.values() for r in t.reasons})
-    for kind in ("known deviation", "unsupported"):
+    for kind, heading in (("known deviation", "known deviations"), ("unsupported", "unsupported cases")):
         listed = [r for r in reasons if r.startswith(kind)]
         if listed:
-            lines += ["", f"{kind}s ({len(listed)} distinct):"] + [f"  {r}" for r in listed[:20]]
+            lines += ["", f"{heading} ({len(listed)} distinct reasons):"] + [f"  {r}" for r in listed[:20]]
     not_declared = [r for r in reasons if r.startswith("dtype ") and " not declared by " in r]
     if not_declared:  # the n/i dtype cells, with the implementation's reason (its dtype_notes)
         lines += ["", "dtypes not declared:"] + [f"  {r}" for r in not_declared]
@@ -172,12 +174,20 @@ def verdict(result: RunResult, strict: bool = False) -> str:
     notes = "; ".join(part for part in [f"{known} known deviations" if known else "", f"{len(result.stale)} stale deviations" if result.stale else "", unchecked_text] if part)
     if failed or raised:
         head = f"FAILED: {failed} failed checks and {raised} raised errors ({len(result.failures)} distinct failures shown above)"
+    elif not result.count(PASS, KNOWN):
+        head = "NOTHING CHECKED: no check ran on any case, so there is nothing to pass"
     elif strict and (unchecked_text or result.stale):
         head = f"FAILED (--strict): not everything was checked: {unchecked_text or ''}{'; ' if unchecked_text and result.stale else ''}{f'{len(result.stale)} stale deviations' if result.stale else ''}"
         notes = ""
     else:
         head = "all checks passed"
     return head + (f" ({notes})" if notes else "")
+
+
+def passed(result: RunResult, strict: bool = False) -> bool:
+    """The run's verdict as the exit status gives it: everything that ran passed, something ran,
+    and under ``strict`` everything was checked."""
+    return verdict(result, strict).startswith("all checks passed")
 
 
 def markdown(result: RunResult, dtypes: tuple[str, ...], impls: list[str], strict: bool = False) -> str:
@@ -221,7 +231,7 @@ def as_json(result: RunResult, dtypes: tuple[str, ...], impls: list[str], settin
         "spec_version": reference.SPEC_VERSION,
         "implementations": impls,
         "settings": settings,
-        "passed": not result.failed,
+        "passed": passed(result, strict),
         "verdict": verdict(result, strict),
         "seconds": result.seconds,
         "drawn_cases": {f"{l}/{d}": n for (l, d), n in sorted(result.examples_run.items())},

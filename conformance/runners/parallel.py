@@ -17,8 +17,10 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
+from conformance.checks import expectations
 from conformance.runners.runner import CheckSettings, RunResult
 
 MAX_AUTO_JOBS = 4
@@ -48,6 +50,20 @@ def _build_cost(layer: str) -> int:
 _LOADED: dict[tuple[str, ...], list] = {}
 
 
+class ProcessDied(RuntimeError):
+    """A check process ended without a Python exception (a crash in native code, ``os._exit``,
+    ``os.abort``), which takes every layer it had not finished with it: no verdict for those."""
+
+    def __init__(self, unfinished: list[str]):
+        self.unfinished = unfinished
+        super().__init__(
+            "a check process died abruptly (a crash in native code, os._exit or os.abort) with these layers "
+            f"unfinished: {', '.join(unfinished)}; there is no verdict. An implementation that can end the "
+            "process should declare `isolation` (docs/writing-an-adapter.md): its crash is then that case's error "
+            "in the report. Or run --jobs 1 --layers <one of them> to find the layer."
+        )
+
+
 def _check_layer(specs: tuple[str, ...], layer: str, opts: CheckSettings) -> tuple[list[str], RunResult, list[int]]:
     """In a worker process: one layer on implementations loaded once per process."""
     from conformance.contract import load_implementation, portable_ref
@@ -74,7 +90,10 @@ def check_in_processes(specs: list[str], layers: list[str], opts: CheckSettings,
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {layer: pool.submit(_check_layer, tuple(specs), layer, opts) for layer in sorted(layers, key=_build_cost, reverse=True)}
         for layer in layers:
-            names, result, counts = futures[layer].result()
+            try:
+                names, result, counts = futures[layer].result()
+            except BrokenProcessPool:
+                raise ProcessDied(sorted(name for name, f in futures.items() if not f.done() or f.exception() is not None)) from None
             merged.tallies.update(result.tallies)
             merged.failures.extend(result.failures)
             merged.more_failures.update(result.more_failures)
@@ -83,6 +102,6 @@ def check_in_processes(specs: list[str], layers: list[str], opts: CheckSettings,
             matched = [a + b for a, b in zip(matched, counts)]
     for deviation, count in zip(opts.expected, matched):
         deviation.matched += count
-    merged.stale = [d for d in opts.expected if d.matched == 0]
+    merged.stale = expectations.stale(opts.expected, layers, names)
     merged.seconds = time.perf_counter() - started
     return names, merged

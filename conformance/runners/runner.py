@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
+from hypothesis.errors import Flaky
 
 from conformance.checks import expectations as expectations_module
 from conformance.checks import gradients as gradients_module
@@ -29,7 +30,7 @@ from conformance.checks.engine import (
     Candidate, Outcome, expected_output, run_case, run_cross, run_rejections,
 )
 from conformance.checks.expectations import Deviation
-from conformance.contract import dtype_not_declared
+from conformance.contract import ContractError, dtype_not_declared
 from conformance.checks.tolerances import DTYPES
 from conformance.sampling import strategies
 from conformance.sampling.cases import Case, edge_cases, example_cases
@@ -123,6 +124,15 @@ class _NewFailure(Exception):
         super().__init__("\n".join(o.detail for o in outcomes))
         self.outcomes = outcomes
 
+    def __reduce__(self):
+        return (_NewFailure, (self.outcomes,))
+
+
+NOT_REPRODUCIBLE = (
+    "not reproducible: Hypothesis ran this case again and it passed, so the implementation's result "
+    "depends on more than its inputs and weights (state kept between calls?); shown as first found, not shrunk"
+)
+
 
 def signature(o: Outcome) -> tuple[str, str]:
     return (o.impl, o.check)
@@ -144,6 +154,7 @@ def run_one_case(candidates: list[Candidate], case: Case, cross: bool, expected:
 
 
 def check(candidates: list[Candidate], layers: list[str], opts: CheckSettings, progress: Callable[[str], None] = _progress, only_case: Case | None = None) -> RunResult:
+    _require_distinct_names(candidates)
     result = RunResult()
     started = time.perf_counter()
     if only_case is not None:
@@ -166,7 +177,7 @@ def check(candidates: list[Candidate], layers: list[str], opts: CheckSettings, p
             for case in fixed_cases:
                 for o in run_one_case(candidates, case, opts.cross, opts.expected):
                     result.record(o)
-            result.fixed_cases_run[(layer, dtype)] = len(fixed_cases)
+            result.fixed_cases_run[(layer, dtype)] = len(fixed_cases) if any(dtype in c.impl.dtypes for c in candidates) else 0
         _gradients_and_training(candidates, layer, opts, result)
         for dtype in opts.dtypes:
             step += 1
@@ -174,9 +185,19 @@ def check(candidates: list[Candidate], layers: list[str], opts: CheckSettings, p
             count = _search(candidates, layer, dtype, opts, result)
             result.examples_run[(layer, dtype)] = count
             progress(f"[{step}/{steps}] {layer} {dtype}: {count} drawn cases in {time.perf_counter() - t0:.1f}s")
-    result.stale = expectations_module.stale(opts.expected)
+    result.stale = expectations_module.stale(opts.expected, layers, [c.name for c in candidates])
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _require_distinct_names(candidates: list[Candidate]) -> None:
+    """Results are keyed by implementation name: two of one name would merge into one row."""
+    refs: dict[str, list[str]] = {}
+    for c in candidates:
+        refs.setdefault(c.name, []).append(c.ref)
+    for name, same in refs.items():
+        if len(same) > 1:
+            raise ContractError(f"implementations {', '.join(same)} are all named {name!r}; the report keys results by name, so give each its own `name`")
 
 
 def _gradients_and_training(candidates: list[Candidate], layer: str, opts: CheckSettings, result: RunResult) -> None:
@@ -231,6 +252,15 @@ def _search(candidates: list[Candidate], layer: str, dtype: str, opts: CheckSett
             for o in failure.outcomes:
                 result.report(o)
             known |= {signature(o) for o in failure.outcomes}
+            continue
+        except Flaky as flaky:
+            # The failing case passed when replayed: report what failed, marked as such.
+            found = [o for e in getattr(flaky, "exceptions", ()) if isinstance(e, _NewFailure) for o in e.outcomes]
+            if not found:
+                raise
+            for o in found:  # tallied too: the final search below may never fail again
+                result.record(replace(o, detail=f"{o.detail}\n{NOT_REPRODUCIBLE}"))
+            known |= {signature(o) for o in found}
             continue
         for o in seen:
             result.record(o, report=False)

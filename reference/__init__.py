@@ -48,39 +48,45 @@ def names() -> tuple[str, ...]:
     return tuple(all_specs())
 
 
-def validate(name: str, *input_shapes, **config) -> dict[str, Any]:
+def validate(name: str, /, *input_shapes, **config) -> dict[str, Any]:
     """The full config (defaults filled in) if the config and input shapes are in the layer's
     domain; otherwise :class:`DomainError`."""
     full, _ = spec(name).validate(input_shapes, config)
     return full
 
 
-def weight_specs(name: str, *input_shapes, **config) -> list[Weight]:
+def weight_specs(name: str, /, *input_shapes, **config) -> list[Weight]:
     """The canonical weights in declaration order, with the scale tests draw them at."""
     layer = spec(name)
     full, shapes = layer.validate(input_shapes, config)
     return list(layer.weights(full, *shapes))
 
 
-def weight_shapes(name: str, *input_shapes, **config) -> dict[str, tuple[int, ...]]:
+def weight_shapes(name: str, /, *input_shapes, **config) -> dict[str, tuple[int, ...]]:
     """``{canonical weight name: shape}`` for these input shapes and config."""
     return {w.name: w.shape for w in weight_specs(name, *input_shapes, **config)}
 
 
-def output_shape(name: str, *input_shapes, **config) -> tuple[int, ...]:
+def output_shape(name: str, /, *input_shapes, **config) -> tuple[int, ...]:
     layer = spec(name)
     full, shapes = layer.validate(input_shapes, config)
     return tuple(layer.output_shape(full, *shapes))
 
 
-def forward(name: str, *inputs, weights: Mapping[str, Any], **config) -> np.ndarray:
-    """Run the layer in float64 on channels-last inputs with canonical weights."""
+def forward(name: str, /, *inputs, weights: Mapping[str, Any], **config) -> np.ndarray:
+    """Run the layer in float64 on channels-last inputs with canonical weights.
+
+    Inputs and weights are real arrays (bool, integer or float, any memory layout), computed as
+    their float64 values; complex, text and object arrays are rejected rather than converted."""
     layer = spec(name)
-    arrays = [np.asarray(x, dtype=np.float64) for x in inputs]
+    arrays = [_real_array(name, f"input {index}", x) for index, x in enumerate(inputs)]
     full, shapes = layer.validate([a.shape for a in arrays], config)
-    expected = {w.name: w.shape for w in layer.weights(full, *shapes)}
-    _check_weights(name, expected, weights)
-    weights64 = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    declared = list(layer.weights(full, *shapes))
+    _check_weights(name, {w.name: w.shape for w in declared}, weights)
+    weights64 = {w.name: _real_array(name, f"weight {w.name!r}", weights[w.name]) for w in declared}
+    for w in declared:
+        if w.positive and np.any(weights64[w.name] < 0):
+            raise DomainError(f"{name}: weight {w.name!r} has negative values (smallest {float(weights64[w.name].min())}); a variance must be >= 0")
     out = layer.forward(*arrays, weights=weights64, **full)
     want = tuple(layer.output_shape(full, *shapes))
     if out.shape != want:
@@ -88,7 +94,20 @@ def forward(name: str, *inputs, weights: Mapping[str, Any], **config) -> np.ndar
     return out
 
 
+def _real_array(name: str, what: str, value: Any) -> np.ndarray:
+    """``value`` as a C-contiguous float64 array (the layout must not move results by an ulp)."""
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise DomainError(f"{name}: {what} is not a rectangular array of numbers ({exc})") from None
+    if array.dtype.kind not in "biuf":
+        raise DomainError(f"{name}: {what} has dtype {array.dtype}, expected real numbers (bool, integer or float)")
+    return np.ascontiguousarray(array, dtype=np.float64)
+
+
 def _check_weights(name: str, expected: Mapping[str, tuple], weights: Mapping[str, Any]) -> None:
+    if not isinstance(weights, Mapping):
+        raise DomainError(f"{name}: weights must be a mapping of canonical names to arrays, got {type(weights).__name__}")
     missing = [k for k in expected if k not in weights]
     extra = sorted(k for k in weights if k not in expected)
     if missing:
@@ -96,6 +115,9 @@ def _check_weights(name: str, expected: Mapping[str, tuple], weights: Mapping[st
     if extra:
         raise DomainError(f"{name}: weights {extra!r} are not weights of this configuration; expected {list(expected)}")
     for key, shape in expected.items():
-        got = tuple(np.shape(weights[key]))
+        try:
+            got = tuple(np.shape(weights[key]))
+        except ValueError as exc:  # ragged nested lists
+            raise DomainError(f"{name}: weight {key!r} is not a rectangular array of numbers ({exc})") from None
         if got != tuple(shape):
             raise DomainError(f"{name}: weight {key!r} has shape {got}, expected {tuple(shape)}")

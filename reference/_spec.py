@@ -57,6 +57,11 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
+LARGEST_INTEGER = 2**31 - 1
+"""No integer parameter or size goes beyond int32: framework shape arithmetic is int32 or int64,
+and larger values only overflow float conversions in the forward math."""
+
+
 @dataclass(frozen=True)
 class Integer(Domain):
     """Integers in ``[minimum, maximum]``; ``sample_range`` bounds what tests draw."""
@@ -72,6 +77,8 @@ class Integer(Domain):
             reject(layer, param, value, f"must be >= {self.minimum}")
         if self.maximum is not None and value > self.maximum:
             reject(layer, param, value, f"must be <= {self.maximum}")
+        if abs(value) > LARGEST_INTEGER:
+            reject(layer, param, value, f"must be at most {LARGEST_INTEGER} in magnitude (int32)")
         return int(value)
 
     def describe(self):
@@ -96,7 +103,10 @@ class Real(Domain):
     def check(self, layer, param, value):
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             reject(layer, param, value, "must be a real number")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float64
+            reject(layer, param, value, "must be a finite real")
         above = value > self.maximum if self.include_maximum else value >= self.maximum
         if not math.isfinite(value) or value < self.minimum or above:
             bounded = not (math.isinf(self.minimum) and math.isinf(self.maximum))
@@ -137,7 +147,8 @@ class OneOf(Domain):
     options: tuple[Any, ...]
 
     def check(self, layer, param, value):
-        if value not in self.options:
+        # Same type as an option, not only equal: np.array("relu") == "relu", but is no name.
+        if not any(type(value) is type(option) and value == option for option in self.options):
             reject(layer, param, value, f"must be one of {', '.join(map(repr, self.options))}")
         return value
 
@@ -360,10 +371,9 @@ class LayerSpec:
             )
         shapes = []
         for spec_input, shape in zip(self.inputs, input_shapes):
-            try:
-                shape = tuple(int(d) for d in shape)
-            except (TypeError, ValueError):
+            if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, np.ndarray)) or not all(_is_integer(d) for d in shape):
                 reject(self.name, f"{spec_input.name} shape", shape, "must be a sequence of integers")
+            shape = tuple(int(d) for d in shape)
             if any(d < 1 for d in shape):
                 reject(self.name, f"{spec_input.name} shape", shape, "must have every dimension >= 1")
             _check_rank(self.name, spec_input, shape)

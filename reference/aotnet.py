@@ -18,6 +18,7 @@ from reference import _ops, _sampling
 from reference._conv import batch_norm, conv2d, depthwise_conv2d, output_size, pad, pair, tf_same_padding
 from reference._errors import reject
 from reference._spec import (
+    LARGEST_INTEGER,
     REQUIRED,
     Boolean,
     Domain,
@@ -55,11 +56,12 @@ class IntOrPair(Domain):
     sample_range: tuple[int, int] = (1, 3)
 
     def check(self, layer, param, value):
-        if _is_integer(value) and value >= 1:
-            return int(value)
-        if isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_integer(v) and v >= 1 for v in value):
-            return (int(value[0]), int(value[1]))
-        reject(layer, param, value, "must be a positive integer or a pair of positive integers")
+        sides = list(value) if isinstance(value, (tuple, list)) and len(value) == 2 else [value]
+        if not all(_is_integer(v) and v >= 1 for v in sides):
+            reject(layer, param, value, "must be a positive integer or a pair of positive integers")
+        if max(sides) > LARGEST_INTEGER:
+            reject(layer, param, value, f"must be at most {LARGEST_INTEGER} (int32)")
+        return int(value) if len(sides) == 1 else (int(sides[0]), int(sides[1]))
 
     def describe(self):
         return "positive integer, or a pair (height, width) of them"
@@ -190,6 +192,12 @@ def check_depthwise_strides(layer: str, strides) -> None:
         reject(layer, "strides", strides, "must have equal sides for a depthwise convolution (TensorFlow's depthwise kernel, and so the 2021 code, runs no other)")
 
 
+MAX_BLUR_SIDE = 27
+"""The largest anti-alias kernel side: up to 27 every blur weight ``b_i * b_j / 4 ** (k-1)`` is an
+exact float64 (``b_i <= C(26, 13) < 2**24``, so ``b_i * b_j < 2**48``, over a power of two); the
+2021 default is 3."""
+
+
 def _anti_alias_check_config(config):
     kernel_h, kernel_w = pair(config["kernel_size"])
     if kernel_h != kernel_w:
@@ -198,6 +206,13 @@ def _anti_alias_check_config(config):
             "kernel_size",
             config["kernel_size"],
             "must have equal sides: the 2021 code builds its blur filter from kernel_size[0] alone",
+        )
+    if kernel_h > MAX_BLUR_SIDE:
+        reject(
+            "anti_alias_downsample",
+            "kernel_size",
+            config["kernel_size"],
+            f"must be at most {MAX_BLUR_SIDE}: up to there every binomial blur weight is exact in float64",
         )
     check_depthwise_strides("anti_alias_downsample", config["strides"])
 
@@ -272,6 +287,9 @@ ANTI_ALIAS_DOWNSAMPLE = LayerSpec(
         "sides cannot be built there; this spec rejects it. Strides may be a pair of equal sides; "
         "unequal strides are rejected, since TensorFlow's depthwise convolution (and so the 2021 "
         "code) cannot run them.",
+        "`kernel_size` is at most 27, this spec's bound: up to there every blur weight "
+        "`b_i * b_j / 4 ** (k-1)` is an exact float64 (beyond about 513 they leave float64's range); "
+        "the 2021 default is 3.",
     ),
 )
 
@@ -575,6 +593,8 @@ def _se_weights(config, input_shape):
 
 def _se_check(config, input_shape):
     channels, ratio = input_shape[-1], config["se_ratio"]
+    if channels * ratio > LARGEST_INTEGER:
+        reject("se_module", "se_ratio", ratio, f"makes int({channels} * {ratio}) channels for 1_conv, more than {LARGEST_INTEGER} (int32)")
     reduction = se_reduction(channels, ratio)
     if reduction < 1:
         reject("se_module", "se_ratio", ratio, f"leaves int({channels} * {ratio}) = {reduction} channels for 1_conv; it needs at least 1")

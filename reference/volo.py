@@ -83,13 +83,12 @@ def ceil_average_pool(x: np.ndarray, pool: int) -> np.ndarray:
     """``pool x pool`` average at stride ``pool``, ceil mode: the last row and column of windows
     may stick out of the map and average only the pixels inside it."""
     _, height, width, _ = x.shape
-    rows, cols = ceil_div(height, pool), ceil_div(width, pool)
-    padding = ((0, rows * pool - height), (0, cols * pool - width))
-
-    def block_sums(a):
-        return pad(a, padding).reshape(a.shape[0], rows, pool, cols, pool, a.shape[-1]).sum(axis=(2, 4))
-
-    return block_sums(x) / block_sums(np.ones((1, height, width, 1)))
+    row_starts, col_starts = np.arange(0, height, pool), np.arange(0, width, pool)
+    # Sums over each run of rows, then of columns: no padding, so a pool far larger than the
+    # map costs no more than the map.
+    sums = np.add.reduceat(np.add.reduceat(x, row_starts, axis=1), col_starts, axis=2)
+    counts = np.outer(np.minimum(pool, height - row_starts), np.minimum(pool, width - col_starts))
+    return sums / counts[None, :, :, None]
 
 
 def attend_windows(windows: np.ndarray, logits: np.ndarray, num_head: int) -> np.ndarray:

@@ -8,6 +8,7 @@ that turns the canonical array into the PyTorch one (``torch = canonical.permute
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -82,6 +83,37 @@ def checked_config(layer: str, **config) -> dict:
     return reference.spec(layer).normalize_config(config)
 
 
+def positive_sizes(module: str, **sizes) -> None:
+    """A ValueError naming the constructor argument, for a size that is not a positive integer
+    (before it becomes part of a shape the reference would name instead)."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{module}: {name} {value!r} must be a positive integer")
+
+
+def pair_of_sizes(module: str, name: str, value) -> tuple[int, int]:
+    """An int ``n`` as ``(n, n)``, or a pair of positive integers (as timm's ``to_2tuple``)."""
+    pair = (value, value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise ValueError(f"{module}: {name} {value!r} must be an integer or a (height, width) pair")
+    positive_sizes(module, **{f"{name}[0]": pair[0], f"{name}[1]": pair[1]})
+    return int(pair[0]), int(pair[1])
+
+
+def checked_channel_dim(module: str, channel_dim) -> int | None:
+    if channel_dim is not None and (isinstance(channel_dim, bool) or not isinstance(channel_dim, numbers.Integral)):
+        raise ValueError(f"{module}: channel_dim {channel_dim!r} must be None or an integer axis")
+    return channel_dim
+
+
+def channel_axis(channel_dim: int | None, ndim: int) -> int:
+    """``channel_dim``, or by default the project's layout rule: axis 1 of a rank-4
+    ``[B, C, H, W]`` map, the last axis of ``[B, C]`` vectors and ``[B, N, C]`` tokens."""
+    if channel_dim is not None:
+        return channel_dim
+    return 1 if ndim == 4 else -1
+
+
 def channel_axis_shape(channels: int, channel_dim: int, ndim: int) -> tuple[int, ...]:
     """Shape that broadcasts a per-channel vector along ``channel_dim`` of an ``ndim`` tensor."""
     shape = [1] * ndim
@@ -101,13 +133,24 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
     spec's (``conformance.checks.training``). Inference is ``nn.BatchNorm2d``'s own."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.momentum is None or not self.track_running_stats:
+            raise ValueError(
+                f"{type(self).__name__}: momentum {self.momentum!r} and track_running_stats {self.track_running_stats!r}: "
+                "it keeps Keras' exponential moving statistics, so it needs a numeric momentum and running statistics"
+            )
         if not self.training:
             return super().forward(x)
         dims = [d for d in range(x.ndim) if d != 1]
+        mean = x.mean(dim=dims, keepdim=True)
+        var = x.var(dim=dims, unbiased=False, keepdim=True)
         with torch.no_grad():
-            mean = x.mean(dim=dims)
-            var = x.var(dim=dims, unbiased=False)
-            self.running_mean.mul_(1 - self.momentum).add_(mean.to(self.running_mean.dtype), alpha=self.momentum)
-            self.running_var.mul_(1 - self.momentum).add_(var.to(self.running_var.dtype), alpha=self.momentum)
+            self.running_mean.mul_(1 - self.momentum).add_(mean.flatten().to(self.running_mean.dtype), alpha=self.momentum)
+            self.running_var.mul_(1 - self.momentum).add_(var.flatten().to(self.running_var.dtype), alpha=self.momentum)
             self.num_batches_tracked.add_(1)
-        return torch.nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        # Written out rather than F.batch_norm(training=True), which refuses one value per
+        # channel (batch 1 of a 1 x 1 map) where Keras normalises it to beta.
+        out = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is None:
+            return out
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        return out * self.weight.view(shape) + self.bias.view(shape)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import reference
-from impls.torch._mapping import CONV2D, DEPTHWISE_CONV2D, Canonical, CanonicalWeights, KerasBatchNorm2d, check_channels, checked_config
+from impls.torch._mapping import CONV2D, DEPTHWISE_CONV2D, Canonical, CanonicalWeights, KerasBatchNorm2d, check_channels, checked_config, positive_sizes
 from impls.torch.mlp_mixer import ACTIVATIONS
 
 
@@ -48,12 +48,13 @@ class AntiAliasDownsample(CanonicalWeights):
 
     def __init__(self, channels: int, kernel_size=3, strides=2, padding="SAME", trainable: bool = False):
         super().__init__()
+        positive_sizes(type(self).__name__, channels=channels)
         config = checked_config("anti_alias_downsample", kernel_size=kernel_size, strides=strides, padding=padding, trainable=trainable)
         reference.validate("anti_alias_downsample", (1, 1, 1, channels), **config)
         self.config, self.channels = config, channels
         self.kernel_size, self.stride = _pair(config["kernel_size"])[0], _pair(config["strides"])[0]
         k = self.kernel_size
-        row = torch.tensor([math.comb(k - 1, i) for i in range(k)], dtype=torch.float32) / 2 ** (k - 1)
+        row = torch.tensor([math.comb(k - 1, i) for i in range(k)], dtype=torch.get_default_dtype()) / 2 ** (k - 1)
         blur = torch.outer(row, row).expand(channels, 1, k, k).clone()
         if config["trainable"]:
             self.weight = nn.Parameter(blur)
@@ -82,6 +83,7 @@ class BatchNormAct2d(KerasBatchNorm2d, CanonicalWeights):
     activation by its Keras name (None for none). ``zero_gamma`` starts the weight at 0."""
 
     def __init__(self, num_features: int, activation: str | None = "relu", zero_gamma: bool = False):
+        positive_sizes(type(self).__name__, num_features=num_features)
         config = checked_config("batchnorm_with_activation", activation=activation, zero_gamma=zero_gamma)
         reference.validate("batchnorm_with_activation", (1, 1, 1, num_features), **config)
         super().__init__(num_features, eps=1e-5, momentum=0.1)
@@ -118,6 +120,7 @@ class Conv2dNoBias(CanonicalWeights):
 
     def __init__(self, in_channels: int, filters: int, kernel_size, strides=1, padding: str = "VALID", use_bias: bool = False, groups: int = 1):
         super().__init__()
+        positive_sizes(type(self).__name__, in_channels=in_channels)
         config = checked_config(
             "conv2d_no_bias", filters=filters, kernel_size=kernel_size, strides=strides, padding=padding, use_bias=use_bias, groups=groups
         )
@@ -158,6 +161,7 @@ class SEModule(CanonicalWeights):
 
     def __init__(self, channels: int, se_ratio: float = 0.25, activation: str | None = "relu", use_bias: bool = True):
         super().__init__()
+        positive_sizes(type(self).__name__, channels=channels)
         config = checked_config("se_module", se_ratio=se_ratio, activation=activation, use_bias=use_bias)
         reference.validate("se_module", (1, 1, 1, channels), **config)
         self.config, self.channels = config, channels

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import reference
-from impls.torch._mapping import LINEAR, Canonical, CanonicalWeights, checked_config
+from impls.torch._mapping import LINEAR, Canonical, CanonicalWeights, checked_config, pair_of_sizes, positive_sizes
 
 
 def relative_index(size: int) -> torch.Tensor:
@@ -46,7 +46,8 @@ class MHSAWithPositionEmbedding(CanonicalWeights):
             out_bias=out_bias,
             attn_dropout=attn_dropout,
         )
-        height, width = feat_size
+        positive_sizes(type(self).__name__, in_channels=in_channels)
+        height, width = pair_of_sizes(type(self).__name__, "feat_size", feat_size)
         reference.validate("MHSAWithPositionEmbedding", (1, height, width, in_channels), **config)
         self.in_channels, self.feat_size = in_channels, (height, width)
         self.num_heads, self.key_dim, self.relative = num_heads, key_dim, config["relative"]

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import reference
-from impls.torch._mapping import DEPTHWISE_CONV2D, Canonical, CanonicalWeights, check_channels, checked_config
+from impls.torch._mapping import (
+    DEPTHWISE_CONV2D, Canonical, CanonicalWeights, channel_axis, check_channels, checked_channel_dim, checked_config, positive_sizes,
+)
 from reference.coat import LAYER_NORM_EPSILON, grid_side
 
 
@@ -28,6 +30,7 @@ class ConvPositionalEncoding(CanonicalWeights):
     0) passes through unchanged."""
 
     def __init__(self, dim: int, kernel_size: int = 3):
+        positive_sizes(type(self).__name__, dim=dim)
         super().__init__()
         config = checked_config("ConvPositionalEncoding", kernel_size=kernel_size)
         reference.validate("ConvPositionalEncoding", (1, 2, dim), **config)
@@ -63,6 +66,7 @@ class ConvRelativePositionalEncoding(CanonicalWeights):
     """
 
     def __init__(self, head_dim: int, head_splits=(2, 3, 3), head_kernel_size=(3, 5, 7)):
+        positive_sizes(type(self).__name__, head_dim=head_dim)
         super().__init__()
         config = checked_config("ConvRelativePositionalEncoding", head_splits=head_splits, head_kernel_size=head_kernel_size)
         heads = sum(config["head_splits"])
@@ -101,18 +105,21 @@ class ConvRelativePositionalEncoding(CanonicalWeights):
 
 
 class ChannelLayerNorm(nn.LayerNorm, CanonicalWeights):
-    """``nn.LayerNorm`` with epsilon 1e-6 over the channel axis: ``channel_dim`` -1 for
-    ``[B, C]`` and ``[B, N, C]`` (plain LayerNorm), 1 for ``[B, C, H, W]`` maps."""
+    """``nn.LayerNorm`` with epsilon 1e-6 over the channel axis: by default (``channel_dim``
+    None) axis 1 of ``[B, C, H, W]`` maps and the last axis of ``[B, C]`` and ``[B, N, C]``
+    (plain LayerNorm); an integer ``channel_dim`` fixes the axis."""
 
-    def __init__(self, num_channels: int, channel_dim: int = -1):
+    def __init__(self, num_channels: int, channel_dim: int | None = None):
+        positive_sizes(type(self).__name__, num_channels=num_channels)
         super().__init__(num_channels, eps=LAYER_NORM_EPSILON)
-        self.channel_dim = channel_dim
+        self.channel_dim = checked_channel_dim(type(self).__name__, channel_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_channels("layer_norm", x, self.channel_dim, self.normalized_shape[0])
-        if self.channel_dim in (-1, x.ndim - 1):
+        axis = channel_axis(self.channel_dim, x.ndim)
+        check_channels("layer_norm", x, axis, self.normalized_shape[0])
+        if axis in (-1, x.ndim - 1):
             return super().forward(x)
-        return super().forward(x.movedim(self.channel_dim, -1)).movedim(-1, self.channel_dim)
+        return super().forward(x.movedim(axis, -1)).movedim(-1, axis)
 
     def canonical_weights(self):
         return {"ln/gamma": Canonical("weight"), "ln/beta": Canonical("bias")}

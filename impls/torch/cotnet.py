@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import reference
-from impls.torch._mapping import CONV2D, Canonical, CanonicalWeights, check_channels, checked_config
+from impls.torch._mapping import CONV2D, Canonical, CanonicalWeights, check_channels, checked_config, positive_sizes
 from impls.torch.resnest import activation_module, batch_norm, batch_norm_mapping, validate_nchw
 
 REDUCTION = 8
@@ -39,6 +39,7 @@ class CotAttention(CanonicalWeights):
 
     def __init__(self, channels: int, kernel_size: int = 3, activation: str | None = "relu"):
         super().__init__()
+        positive_sizes(type(self).__name__, channels=channels)
         config = checked_config("cot_attention", kernel_size=kernel_size, activation=activation)
         reference.validate("cot_attention", (1, 1, 1, channels), **config)
         self.config, self.channels = config, channels

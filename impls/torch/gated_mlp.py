@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import reference
-from impls.torch._mapping import LINEAR, Canonical, CanonicalWeights
+from impls.torch._mapping import LINEAR, Canonical, CanonicalWeights, positive_sizes
 
 LAYER_NORM_EPSILON = 1e-5
 
@@ -19,6 +19,7 @@ class SpatialGatingUnit(CanonicalWeights):
 
     def __init__(self, channels: int, num_tokens: int):
         super().__init__()
+        positive_sizes(type(self).__name__, channels=channels, num_tokens=num_tokens)
         reference.validate("spatial_gating_block", (1, num_tokens, channels))
         self.norm = nn.LayerNorm(channels // 2, eps=LAYER_NORM_EPSILON)
         self.proj = nn.Linear(num_tokens, num_tokens)

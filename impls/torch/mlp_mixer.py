@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import reference
-from impls.torch._mapping import LINEAR, Canonical, CanonicalWeights, check_channels, checked_config
+from impls.torch._mapping import LINEAR, Canonical, CanonicalWeights, check_channels, checked_config, positive_sizes
 
 LAYER_NORM_EPSILON = 1e-5
 
@@ -36,6 +36,7 @@ class MlpBlock(CanonicalWeights):
 
     def __init__(self, in_features: int, hidden_dim: int, activation: str = "gelu"):
         super().__init__()
+        positive_sizes(type(self).__name__, in_features=in_features)
         config = checked_config("mlp_block", hidden_dim=hidden_dim, activation=activation)
         reference.validate("mlp_block", (1, 1, in_features), **config)
         self.fc1 = nn.Linear(in_features, config["hidden_dim"])
@@ -89,6 +90,7 @@ class MixerBlock(CanonicalWeights):
 
     def __init__(self, channels: int, num_tokens: int, tokens_mlp_dim: int, channels_mlp_dim: int, drop_rate: float = 0, activation: str = "gelu"):
         super().__init__()
+        positive_sizes(type(self).__name__, channels=channels, num_tokens=num_tokens)
         config = checked_config(
             "mixer_block", tokens_mlp_dim=tokens_mlp_dim, channels_mlp_dim=channels_mlp_dim, drop_rate=drop_rate, activation=activation
         )

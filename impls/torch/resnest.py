@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import reference
-from impls.torch._mapping import CONV2D, Canonical, CanonicalWeights, KerasBatchNorm2d, check_channels, checked_config
+from impls.torch._mapping import CONV2D, Canonical, CanonicalWeights, KerasBatchNorm2d, check_channels, checked_config, positive_sizes
 from impls.torch.mlp_mixer import ACTIVATIONS
 
 
@@ -81,6 +81,7 @@ class SplitAttnConv2d(CanonicalWeights):
 
     def __init__(self, in_channels: int, filters: int, kernel_size: int = 3, strides: int = 1, groups: int = 2, activation: str | None = "relu"):
         super().__init__()
+        positive_sizes(type(self).__name__, in_channels=in_channels)
         config = checked_config(
             "split_attention_conv2d", filters=filters, kernel_size=kernel_size, strides=strides, groups=groups, activation=activation
         )

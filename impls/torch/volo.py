@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import reference
-from impls.torch._mapping import LINEAR, Canonical, CanonicalWeights, channel_axis_shape, check_channels, checked_config
+from impls.torch._mapping import (
+    LINEAR, Canonical, CanonicalWeights, channel_axis, channel_axis_shape, check_channels, checked_channel_dim, checked_config, positive_sizes,
+)
 
 # The three projections of both outlook modules, under their canonical names.
 OUTLOOK_WEIGHTS = {
@@ -35,6 +37,7 @@ class _OutlookProjections(CanonicalWeights):
 
     def __init__(self, layer: str, in_channels: int, config: dict):
         super().__init__()
+        positive_sizes(type(self).__name__, in_channels=in_channels)
         self.layer, self.config = layer, config
         self.in_channels = in_channels
         self.embed_dim, self.num_head, self.kernel_size = config["embed_dim"], config["num_head"], config["kernel_size"]
@@ -140,17 +143,19 @@ class OutlookAttentionSimple(_OutlookProjections):
 
 
 class BiasLayer(CanonicalWeights):
-    """``x + bias`` along ``channel_dim`` (1 for ``[B, C, H, W]`` maps, -1 for tokens)."""
+    """``x + bias`` along the channel axis: by default (``channel_dim`` None) axis 1 of
+    ``[B, C, H, W]`` maps and the last axis of ``[B, C]`` and ``[B, N, C]``."""
 
-    def __init__(self, num_channels: int, channel_dim: int = 1):
+    def __init__(self, num_channels: int, channel_dim: int | None = None):
         super().__init__()
-        reference.validate("BiasLayer", (1, num_channels))
-        self.channel_dim = channel_dim
+        positive_sizes(type(self).__name__, num_channels=num_channels)
+        self.channel_dim = checked_channel_dim(type(self).__name__, channel_dim)
         self.bias = nn.Parameter(torch.zeros(num_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_channels("BiasLayer", x, self.channel_dim, self.bias.numel())
-        return x + self.bias.view(channel_axis_shape(self.bias.numel(), self.channel_dim, x.ndim))
+        axis = channel_axis(self.channel_dim, x.ndim)
+        check_channels("BiasLayer", x, axis, self.bias.numel())
+        return x + self.bias.view(channel_axis_shape(self.bias.numel(), axis, x.ndim))
 
     def canonical_weights(self):
         return {"bias": Canonical("bias")}
@@ -167,6 +172,7 @@ class PositionalEmbedding(CanonicalWeights):
 
     def __init__(self, channels: int, height: int, width: int):
         super().__init__()
+        positive_sizes(type(self).__name__, channels=channels, height=height, width=width)
         reference.validate("PositionalEmbedding", (1, height, width, channels))
         self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, channels, height, width), std=0.2))
 
@@ -193,6 +199,7 @@ class ClassToken(CanonicalWeights):
 
     def __init__(self, channels: int):
         super().__init__()
+        positive_sizes(type(self).__name__, channels=channels)
         reference.validate("ClassToken", (1, 1, channels))
         self.cls_token = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, 1, channels), std=0.2))
 

@@ -180,6 +180,48 @@ def test_channel_affine_channel_dim(channel_dim, shape):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-15, err_msg=f"ChannelAffine(channel_dim={channel_dim}) vs the reference")
 
 
+@pytest.mark.parametrize("module_class", ["BiasLayer", "ChannelAffine", "ChannelLayerNorm"])
+def test_the_default_channel_axis_follows_the_rank_even_where_two_sizes_are_equal(module_class):
+    # [B, N, C] tokens with N == C: an axis-1 default would silently act on the tokens.
+    import impls.torch as torch_impls
+
+    make = getattr(torch_impls, module_class)
+    default, explicit = make(5), make(5, channel_dim=-1)
+    for p in default.parameters():
+        nn.init.normal_(p)
+    explicit.load_state_dict(default.state_dict())
+    tokens = torch.randn(2, 5, 5)
+    assert torch.equal(default(tokens), explicit(tokens))
+    map_default, map_explicit = make(4), make(4, channel_dim=1)
+    map_explicit.load_state_dict(map_default.state_dict())
+    feature_map = torch.randn(2, 4, 3, 4)  # [B, C, H, W] with W == C
+    assert torch.equal(map_default(feature_map), map_explicit(feature_map))
+
+
+def test_keras_batch_norm_trains_on_one_value_per_channel_and_refuses_options_it_cannot_keep():
+    from impls.torch._mapping import KerasBatchNorm2d
+
+    bn = KerasBatchNorm2d(3).double().train()
+    nn.init.normal_(bn.bias)
+    out = bn(torch.randn(1, 3, 1, 1, dtype=torch.float64))  # batch 1 of a 1 x 1 map: Keras gives beta
+    assert torch.equal(out.flatten(), bn.bias.detach())
+    bn.momentum = None
+    with pytest.raises(ValueError, match="momentum None"):
+        bn(torch.randn(2, 3, 2, 2, dtype=torch.float64))
+
+
+def test_the_fixed_blur_follows_the_default_dtype():
+    from impls.torch import AntiAliasDownsample
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        module = AntiAliasDownsample(4)
+        assert module(torch.randn(1, 4, 6, 6)).dtype == torch.float64 and module.weight.dtype == torch.float64
+    finally:
+        torch.set_default_dtype(previous)
+
+
 # --------------------------------------------------------------------------------------------
 # 3. Bad configs and shapes
 
@@ -195,6 +237,11 @@ def test_channel_affine_channel_dim(channel_dim, shape):
         pytest.param(lambda: MlpBlock(4, 0), "hidden_dim 0", id="hidden_dim"),
         pytest.param(lambda: MlpBlock(4, 3, activation="mish"), "activation 'mish'", id="activation"),
         pytest.param(lambda: ChannelAffine(4, use_bias="yes"), "use_bias 'yes'", id="use_bias"),
+        pytest.param(lambda: ChannelAffine(0), "ChannelAffine: num_channels 0 must be a positive integer", id="num_channels"),
+        pytest.param(lambda: BiasLayer(4, channel_dim="last"), "BiasLayer: channel_dim 'last' must be None or an integer axis", id="channel_dim"),
+        pytest.param(lambda: MlpBlock(2.5, 3), "MlpBlock: in_features 2.5 must be a positive integer", id="in_features"),
+        pytest.param(lambda: MHSAWithPositionEmbedding(8, (3, 0)), "feat_size[1] 0 must be a positive integer", id="feat_size"),
+        pytest.param(lambda: MHSAWithPositionEmbedding(8, "3x3"), "feat_size '3x3' must be an integer or a (height, width) pair", id="feat_size_text"),
     ],
 )
 def test_bad_config_raises_value_error_naming_the_parameter(make, fragment):

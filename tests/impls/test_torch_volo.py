@@ -175,7 +175,7 @@ def test_dropout_only_in_train_mode(module):
         pytest.param(lambda: OutlookAttention(8, 4, 2, padding=2), "padding 2 must be 0 or 1", id="padding"),
         pytest.param(lambda: OutlookAttention(8, 4, 2, kernel_size=2, strides=1), "kernel_size 2 is even with padding 1 and strides 1", id="no-size-fits"),
         pytest.param(lambda: OutlookAttentionSimple(8, 4), "embed_dim 4 is smaller than num_head 6", id="simple-heads"),
-        pytest.param(lambda: PositionalEmbedding(4, 0, 3), "must have every dimension >= 1", id="pe-size"),
+        pytest.param(lambda: PositionalEmbedding(4, 0, 3), "PositionalEmbedding: height 0 must be a positive integer", id="pe-size"),
     ],
 )
 def test_bad_config_raises_value_error(make, fragment):

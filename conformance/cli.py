@@ -268,6 +268,9 @@ def cmd_convert(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # TensorFlow's C++ start-up lines (CPU features, absl) would precede every message; the
+    # environment still decides when it sets the level itself.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _parser().parse_args(argv)
     try:
         return {"check": cmd_check, "fixtures": cmd_fixtures, "docs": cmd_docs, "convert": cmd_convert}[args.command](args)

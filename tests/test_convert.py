@@ -328,7 +328,63 @@ def test_usage_errors_exit_2(argv, message, capsys):
 def test_a_canonical_file_must_agree_with_the_arguments_given(mhsa, tmp_path, capsys):
     path = convert.write_canonical(tmp_path / "a.safetensors", mhsa)
     assert main(["convert", "--layer", LAYER, "--config", '{"num_heads": 2, "key_dim": 3}', "--input-shape", "2,3,5,4", "--from", "canonical", str(path), "--to", "torch", str(tmp_path / "t.safetensors")]) == 0
-    assert main(["convert", "--layer", LAYER, "--config", '{"num_heads": 1, "key_dim": 6}', "--from", "canonical", str(path), "--to", "torch", str(tmp_path / "t.safetensors")]) == 1
+    assert main(["convert", "--layer", LAYER, "--config", '{"num_heads": 1, "key_dim": 6}', "--from", "canonical", str(path), "--to", "torch", str(tmp_path / "t2.safetensors")]) == 1
     assert 'not the config {"attn_dropout"' in capsys.readouterr().err
-    assert main(["convert", "--from", "canonical", str(tmp_path / "missing.safetensors"), "--to", "torch", str(tmp_path / "t.safetensors")]) == 1
+    assert main(["convert", "--from", "canonical", str(tmp_path / "missing.safetensors"), "--to", "torch", str(tmp_path / "t3.safetensors")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_the_destination_is_never_replaced_silently(mhsa, tmp_path, capsys):
+    source = convert.write_canonical(tmp_path / "a.safetensors", mhsa)
+    precious = tmp_path / "exists.safetensors"
+    precious.write_text("precious")
+    assert main(["convert", "--from", "canonical", str(source), "--to", "torch", str(precious)]) == 2
+    assert "the file exists; --force replaces it" in capsys.readouterr().err and precious.read_text() == "precious"
+    assert main(["convert", "--from", "canonical", str(source), "--to", "torch", str(precious), "--force"]) == 0
+    assert main(["convert", "--from", "canonical", str(source), "--to", "canonical", str(source), "--force"]) == 2
+    assert "is the source file itself" in capsys.readouterr().err
+    assert main(["convert", "--from", "canonical", str(source), "--to", "torch", str(tmp_path / "nodir" / "x.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["convert", "--from", "canonical", str(source), "--to", "torch", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def _with_metadata(path, source, **changes):
+    """A copy of the canonical file ``source`` whose metadata fields are replaced by ``changes``."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(source), framework="numpy") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        meta = json.loads(handle.metadata()[convert.METADATA_KEY])
+    save_file(tensors, str(path), metadata={convert.METADATA_KEY: json.dumps({**meta, **changes})})
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"input_shapes": "abc"}, "malformed 'attnconf' metadata: input_shapes 'abc' is not a list of lists of integers"),
+    ({"input_shapes": [[2, 3, 5, 4.7]]}, "input_shapes [[2, 3, 5, 4.7]] is not a list of lists of integers"),
+    ({"dtype": "float16"}, "malformed 'attnconf' metadata: dtype 'float16', expected one of float32, float64"),
+    ({"spec_version": "99.0"}, "written for spec version '99.0'"),
+    ({"format": "not attnconf"}, "format 'not attnconf', expected 'attnconf canonical weights'"),
+    ({"layer": "NoSuchLayer"}, "layer 'NoSuchLayer' is not a layer of the spec"),
+])
+def test_a_canonical_files_metadata_is_checked_field_by_field(mhsa, tmp_path, capsys, changes, message):
+    source = _with_metadata(tmp_path / "doctored.safetensors", convert.write_canonical(tmp_path / "a.safetensors", mhsa), **changes)
+    assert main(["convert", "--from", "canonical", str(source), "--to", "torch", str(tmp_path / "t.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and str(source) in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("fmt, name", [("torch", "w.safetensors"), ("keras", "w.weights.h5")])
+def test_a_written_framework_file_refuses_another_config_and_keeps_a_weightless_dtype(tmp_path, capsys, fmt, name):
+    lw = convert.canonical("mlp_block", {"hidden_dim": 7}, [(2, 5, 4)], {k: np.zeros(s, "f4") for k, s in reference.weight_shapes("mlp_block", (2, 5, 4), hidden_dim=7).items()})
+    path = convert.write(fmt, tmp_path / name, lw)
+    argv = ["convert", "--layer", "mlp_block", "--input-shape", "2,5,4", "--from", fmt, str(path), "--to", "canonical"]
+    assert main([*argv, str(tmp_path / "c.safetensors"), "--config", '{"hidden_dim": 7, "activation": "relu"}']) == 1
+    err = capsys.readouterr().err
+    assert "the file was written for mlp_block" in err and '"activation": "gelu"' in err, err
+    assert main([*argv, str(tmp_path / "c.safetensors"), "--config", '{"hidden_dim": 7}']) == 0
+    weightless = convert.canonical("rsoftmax", {"groups": 2}, [(1, 1, 1, 4)], {}, dtype="float64")
+    back = convert.read(fmt, convert.write(fmt, tmp_path / f"r_{name}", weightless), "rsoftmax", {"groups": 2}, [(1, 1, 1, 4)])
+    assert back.dtype == "float64"

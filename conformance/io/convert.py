@@ -86,6 +86,9 @@ FORMATS = ("keras", "torch", "canonical")
 DTYPES = ("float32", "float64")
 METADATA_KEY = "attnconf"
 FILE_FORMAT = "attnconf canonical weights"
+FILE_FORMATS = {"canonical": FILE_FORMAT, "torch": "attnconf PyTorch state dict", "keras": "attnconf Keras weights"}
+"""The ``format`` field of each file format's ``attnconf`` metadata (a canonical file's is required;
+PyTorch and Keras files written here carry it too, and are checked against it when read)."""
 LAYOUT = "tensors are the layer's weights under canonical names, in Keras layouts"
 KERAS_SUFFIX = ".weights.h5"
 
@@ -137,11 +140,11 @@ class LayerWeights:
         shapes = ", ".join(str(list(s)) for s in self.input_shapes)
         return f"{self.layer} {json.dumps(self.config, sort_keys=True)} on input shape(s) {shapes}"
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self, fmt: str = "canonical") -> dict[str, Any]:
         return {
             "config": self.config,
             "dtype": self.dtype,
-            "format": FILE_FORMAT,
+            "format": FILE_FORMATS[fmt],
             "input_shapes": [list(s) for s in self.input_shapes],
             "layer": self.layer,
             "layout": LAYOUT,
@@ -216,6 +219,64 @@ def canonical(layer: str, config: Mapping[str, Any] | None, input_shapes: Sequen
     return LayerWeights(layer, full, shapes, dtype, copies)
 
 
+def metadata_text(lw: LayerWeights, fmt: str = "canonical") -> str:
+    """The ``attnconf`` metadata of a file of format ``fmt`` holding ``lw``: one JSON object with
+    sorted keys, so the same weights give the same bytes."""
+    return json.dumps(lw.metadata(fmt), sort_keys=True, separators=(",", ":"))
+
+
+def parse_metadata(what: str, text: Any, fmt: str) -> dict[str, Any]:
+    """A file's ``attnconf`` metadata, every field checked: a ConversionError naming the file and
+    the field otherwise. A file of another spec version is refused: its weights were named and
+    laid out by that version."""
+
+    def malformed(problem: str):
+        raise ConversionError(f"{what}: malformed {METADATA_KEY!r} metadata: {problem}")
+
+    try:
+        meta = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        malformed(f"not JSON ({exc})")
+    if not isinstance(meta, dict):
+        malformed(f"expected a JSON object, got {type(meta).__name__}")
+    missing = [key for key in ("config", "dtype", "format", "input_shapes", "layer", "layout", "spec_version") if key not in meta]
+    if missing:
+        malformed(f"no {', '.join(missing)}")
+    if meta["format"] != FILE_FORMATS[fmt]:
+        malformed(f"format {meta['format']!r}, expected {FILE_FORMATS[fmt]!r}")
+    if meta["layout"] != LAYOUT:
+        malformed(f"layout {meta['layout']!r}, expected {LAYOUT!r}")
+    if meta["spec_version"] != reference.SPEC_VERSION:
+        raise ConversionError(f"{what}: written for spec version {meta['spec_version']!r}; this attnconf implements {reference.SPEC_VERSION!r} (convert it with that version)")
+    if not isinstance(meta["layer"], str) or meta["layer"] not in reference.names():
+        malformed(f"layer {meta['layer']!r} is not a layer of the spec")
+    if not isinstance(meta["config"], dict):
+        malformed(f"config {meta['config']!r} is not a JSON object")
+    shapes = meta["input_shapes"]
+    if not isinstance(shapes, list) or not shapes or not all(isinstance(s, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in s) for s in shapes):
+        malformed(f"input_shapes {shapes!r} is not a list of lists of integers")
+    if meta["dtype"] not in DTYPES:
+        malformed(f"dtype {meta['dtype']!r}, expected one of {', '.join(DTYPES)}")
+    return meta
+
+
+def _check_metadata_agrees(what: str, meta: Mapping[str, Any] | None, lw: LayerWeights) -> LayerWeights:
+    """``lw`` read from a PyTorch or Keras file with the layer, config and input shapes given,
+    against the file's own metadata when it has some (files written by other tools have none).
+    A layer without weights takes its dtype from the metadata."""
+    if meta is None:
+        return lw
+    written = (meta["layer"], _json_value(meta["config"]), meta["input_shapes"])
+    given = (lw.layer, _json_value(lw.config), [list(s) for s in lw.input_shapes])
+    if written != given:
+        shapes = ", ".join(str(s) for s in meta["input_shapes"])
+        raise ConversionError(
+            f"{what}: the file was written for {meta['layer']} {json.dumps(meta['config'], sort_keys=True)} on input shape(s) {shapes}, "
+            f"not {lw.describe()} as given"
+        )
+    return lw.astype(meta["dtype"]) if not lw.weights and meta["dtype"] != lw.dtype else lw
+
+
 def canonical_bytes(lw: LayerWeights) -> bytes:
     """The canonical safetensors file's bytes (deterministic)."""
     from safetensors.numpy import save
@@ -223,7 +284,7 @@ def canonical_bytes(lw: LayerWeights) -> bytes:
     # safetensors' NumPy writer stores a non-contiguous array in memory order without saying
     # so: LayerWeights holds C-ordered copies only, made sure of again here.
     tensors = {name: np.ascontiguousarray(array) for name, array in lw.weights.items()}
-    return save(tensors, metadata={METADATA_KEY: json.dumps(lw.metadata(), sort_keys=True, separators=(",", ":"))})
+    return save(tensors, metadata={METADATA_KEY: metadata_text(lw)})
 
 
 def write_canonical(path, lw: LayerWeights) -> Path:
@@ -248,11 +309,8 @@ def read_canonical(path) -> LayerWeights:
         raise ConversionError(f"{what}: not a safetensors file ({exc})") from None
     if METADATA_KEY not in metadata:
         raise ConversionError(f"{what}: no {METADATA_KEY!r} metadata; not an attnconf canonical weights file (write one with attnconf convert)")
-    try:
-        meta = json.loads(metadata[METADATA_KEY])
-        layer, config, shapes, dtype = meta["layer"], meta["config"], meta["input_shapes"], meta["dtype"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConversionError(f"{what}: malformed {METADATA_KEY!r} metadata ({type(exc).__name__}: {exc})") from None
+    meta = parse_metadata(what, metadata[METADATA_KEY], "canonical")
+    layer, config, shapes, dtype = meta["layer"], meta["config"], meta["input_shapes"], meta["dtype"]
     try:
         return canonical(layer, config, shapes, tensors, dtype, what=f"{what} ({layer})")
     except (KeyError, TypeError, reference.DomainError) as exc:
@@ -406,14 +464,26 @@ def read_keras_weights(path, layer: str, config: Mapping[str, Any] | None, input
     except Exception as exc:  # noqa: BLE001 - Keras' own loading errors, reported as one line
         raise ConversionError(f"{what}: Keras could not load it: {type(exc).__name__}: {exc}") from None
     arrays = {name: _keras_value(v) for name, v in built.variables.items()}
-    return canonical(layer, full, shapes, arrays, dtype, what=what)
+    return _check_metadata_agrees(what, _keras_metadata(path, what), canonical(layer, full, shapes, arrays, dtype, what=what))
+
+
+def _keras_metadata(path: Path, what: str) -> dict[str, Any] | None:
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        text = handle.attrs.get(METADATA_KEY)
+    return None if text is None else parse_metadata(what, text, "keras")
 
 
 def write_keras_weights(path, lw: LayerWeights) -> Path:
     """``model.save_weights(path)`` of this project's Keras layer holding ``lw``."""
+    import h5py
+
     path = Path(path)
     _check_keras_path(path)
     keras_from_canonical(lw).save_weights(path)
+    with h5py.File(path, "a") as handle:  # Keras reads only its own groups; the attribute rides along
+        handle.attrs[METADATA_KEY] = metadata_text(lw, "keras")
     return path
 
 
@@ -497,11 +567,12 @@ def write_torch_state_dict(path, lw: LayerWeights) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    save_file(torch_state_dict_from_canonical(lw), str(path))
+    save_file(torch_state_dict_from_canonical(lw), str(path), metadata={METADATA_KEY: metadata_text(lw, "torch")})
     return path
 
 
 def read_torch_state_dict(path, layer: str, config: Mapping[str, Any] | None, input_shapes) -> LayerWeights:
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -510,9 +581,12 @@ def read_torch_state_dict(path, layer: str, config: Mapping[str, Any] | None, in
         raise ConversionError(f"{what}: no such file")
     try:
         state_dict = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
         raise ConversionError(f"{what}: not a safetensors file ({exc})") from None
-    return canonical_from_torch_state_dict(state_dict, layer, config, input_shapes, what=what)
+    meta = parse_metadata(what, metadata[METADATA_KEY], "torch") if METADATA_KEY in metadata else None
+    return _check_metadata_agrees(what, meta, canonical_from_torch_state_dict(state_dict, layer, config, input_shapes, what=what))
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,9 +628,11 @@ def _check_agrees(lw: LayerWeights, path, layer, config, input_shapes) -> None:
 def write(fmt: str, path, lw: LayerWeights) -> Path:
     if fmt not in FORMATS:
         raise ConversionError(f"format {fmt!r} must be one of {', '.join(FORMATS)}")
+    from safetensors import SafetensorError
+
     try:
         return {"keras": write_keras_weights, "torch": write_torch_state_dict, "canonical": write_canonical}[fmt](path, lw)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:
         raise ConversionError(f"cannot write {fmt} file {path}: {exc}") from None
 
 
@@ -581,8 +657,10 @@ USAGE = """
 EPILOG = """\
 FORMAT is keras (a Keras 3 .weights.h5 of the layer as impls.tf builds it at that config and
 input shapes), torch (a safetensors state dict of the impls.torch module) or canonical
-(safetensors: canonical names, Keras layouts, metadata naming the layer, config and input
-shapes). Round trips are bitwise; the dtype is kept unless --dtype says otherwise. Exit status:
+(safetensors: canonical names, Keras layouts, metadata naming the layer, config, input shapes,
+dtype and spec version). The keras and torch files written here carry the same metadata, and a
+file that has it must match the --layer, --config and --input-shape given. An existing DST is
+refused unless --force. Round trips are bitwise; the dtype is kept unless --dtype says otherwise. Exit status:
 0 written, 1 the weights do not fit (the message names each weight, the shape expected and
 found), 2 a usage error."""
 
@@ -596,6 +674,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", metavar="JSON", help="the layer's config as a JSON object, e.g. '{\"num_heads\": 4, \"key_dim\": 128}' (default: all defaults)")
     parser.add_argument("--input-shape", dest="input_shapes", action="append", metavar="B,H,W,C", help="a channels-last input shape, once per input, e.g. 1,14,16,256")
     parser.add_argument("--dtype", choices=DTYPES, help="write in this dtype (default: the source's); the only way a dtype changes")
+    parser.add_argument("--force", action="store_true", help="replace DST if it exists (it is refused otherwise)")
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -617,6 +696,15 @@ def command(args, usage) -> int:
             return usage(f"convert {flag}: format {fmt!r} must be one of {', '.join(FORMATS)}")
         if fmt == "keras" and not path.endswith(KERAS_SUFFIX):
             return usage(f"convert {flag} keras {path}: a Keras weights file's name ends in {KERAS_SUFFIX}")
+    source_path, target_path = Path(source).expanduser().resolve(), Path(target).expanduser().resolve()
+    if source_path == target_path:
+        return usage(f"convert: --to {target} is the source file itself")
+    if target_path.is_dir():
+        return usage(f"convert --to {target}: is a folder; name the file to write")
+    if not target_path.parent.is_dir():
+        return usage(f"convert --to {target}: the folder {target_path.parent} does not exist")
+    if target_path.exists() and not args.force:
+        return usage(f"convert --to {target}: the file exists; --force replaces it")
     if args.layer is None and (source_format != "canonical" or args.example is not None):
         return usage(f"convert {'--example' if args.example is not None else f'--from {source_format}'} needs --layer (only a canonical file names its layer)")
     if args.layer is not None and args.layer not in reference.names():

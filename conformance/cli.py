@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     fixtures.add_argument("--dir", type=Path, help="fixtures folder (default: the checkout's fixtures/)")
     fixtures.add_argument("--impl", action="append", metavar="SPEC", help="for check: implementations (default: tf and torch)")
     fixtures.add_argument("--only", nargs="+", metavar="NAME", help="for check: only these fixtures (e.g. mlp_block/small_gelu)")
+    fixtures.add_argument("--check", action="store_true", help="for regenerate: write nothing; exit 1 if any fixture or the manifest would change beyond float64 round-off (for CI)")
+    fixtures.add_argument("--verbose", action="store_true", help="for verify: list every fixture that differs from this machine's reference by round-off only")
 
     docs = commands.add_parser("docs", help="write docs/layers.md from the layer specs")
     docs.add_argument("--check", action="store_true", help="fail if the file is not up to date instead of writing it")
@@ -138,7 +140,7 @@ def cmd_check(args) -> int:
         for o in result.failures:
             if o.status == ERROR and o.traceback:
                 print(f"\ntraceback of {o.impl} on {o.case.describe() if o.case else o.layer}:\n{o.traceback}")
-    settings = {"profile": args.profile, "examples": opts.examples, "deterministic": opts.deterministic, "seed": opts.seed, "cross": opts.cross, "layers": layers, "strict": args.strict}
+    settings = {"profile": args.profile, "examples": opts.examples, "deterministic": opts.deterministic, "seed": opts.seed, "cross": opts.cross, "layers": layers, "strict": args.strict, "impl_specs": specs}
     for target in args.report or []:
         if target.suffix == ".json":
             target.write_text(report.as_json(result, dtypes, impl_names, settings, args.strict), encoding="utf-8")
@@ -184,21 +186,44 @@ def cmd_fixtures(args) -> int:
 
     directory = args.dir or fixtures.default_dir()
     if args.action == "regenerate":
-        generated = fixtures.regenerate(directory)
+        try:
+            done = fixtures.regenerate(directory, check=args.check)
+        except fixtures.FixtureFolderError as exc:
+            return _usage(str(exc))
+        would = "would be " if args.check else ""
+        for file, why in done.rewritten.items():
+            print(f"{would}rewritten: {file}: {why[0].removeprefix(file + ': ')}" + (f" (and {len(why) - 1} more difference(s))" if len(why) > 1 else ""))
+        for file in done.new:
+            print(f"{would}new: {file}")
+        for file in done.removed:
+            print(f"{would}removed: {file} (no fixture of this spec)")
+        for file in done.strays:
+            print(f"left alone: {file} (not a fixture file; verify fails until it is removed)")
+        manifest = ("would change" if args.check else "updated") if done.manifest_changed else "unchanged"
+        counts = (f"{len(done.unchanged)} kept unchanged, {len(done.roundoff)} kept within float64 round-off, {len(done.rewritten)} rewritten, "
+                  f"{len(done.new)} new, {len(done.removed)} removed; {fixtures.MANIFEST} {manifest}")
+        if args.check:
+            print(f"{len(done.generated)} fixtures in {directory} (--check: nothing written): {counts}")
+            return 1 if done.changed else 0
         size = fixtures.folder_size(directory)
-        print(f"wrote {len(generated)} fixtures and {fixtures.MANIFEST} to {directory} ({size / 1e6:.2f} MB)")
+        print(f"{len(done.generated)} fixtures in {directory} ({size / 1e6:.2f} MB): {counts}")
         if size > fixtures.SIZE_BUDGET_BYTES:
             print(f"attnconf: fixtures use {size} bytes, over the {fixtures.SIZE_BUDGET_BYTES}-byte budget", file=sys.stderr)
             return 1
         return 0
     if args.action == "verify":
         problems, notes = fixtures.verify(directory)
-        for note in notes:
-            print(f"note: {note}")
+        if notes:
+            # Round-off is expected on another CPU: one line, the files only when asked.
+            print(f"note: {fixtures.roundoff_summary(notes)}")
+            for note in notes if args.verbose else []:
+                print(f"note: {note}")
         for problem in problems:
             print(f"FAIL: {problem}")
-        count = len(fixtures.load_manifest(directory).get("fixtures", [])) if (directory / fixtures.MANIFEST).is_file() else 0
-        print(f"{count} fixtures in {directory}: " + ("verified" if not problems else f"{len(problems)} problem(s)"))
+        if problems:
+            print(f"fixtures in {directory}: {len(problems)} problem(s)")
+        else:  # a verified manifest lists each fixture once
+            print(f"{len(fixtures.load_manifest(directory)['fixtures'])} fixtures in {directory}: verified")
         return 1 if problems else 0
     from conformance.checks.engine import ERROR, FAIL, FAILING, NOT_IMPLEMENTED, PASS, UNSUPPORTED
 

@@ -148,7 +148,15 @@ def load_implementation(spec: str) -> Implementation:
     module_name, sep, attribute = target.rpartition(":")
     if not sep or not module_name or not attribute:
         raise ContractError(f"implementation {spec!r} must be one of {sorted(BUILTIN_IMPLEMENTATIONS)}, 'module:attribute' or 'path/to/file.py:attribute'")
-    module = _import_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
+    try:
+        module = _import_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise  # the adapter itself imports something missing: its own error, as it is
+        raise ContractError(
+            f"implementation {spec!r}: no module named {exc.name!r} on the Python path; install it, add its folder to "
+            f"PYTHONPATH, or name the file: path/to/{module_name.replace('.', '/')}.py:{attribute}"
+        ) from None
     try:
         impl = getattr(module, attribute)
     except AttributeError:

@@ -36,7 +36,7 @@ def test_check_fails_with_exit_1_for_a_broken_implementation(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["check", "--impl", "numpy", "--layers", "NoSuchLayer"], "unknown layer"),
-    (["check", "--impl", "no_such_module:impl"], "No module named 'no_such_module'"),
+    (["check", "--impl", "no_such_module:impl"], "no module named 'no_such_module' on the Python path; install it, add its folder to PYTHONPATH, or name the file"),
     (["check", "--impl", "conformance.contract:LAYOUTS"], "missing name"),
     (["check", "--impl", "numpy", "--case", '{"layer": "NoSuchLayer", "input_shapes": [[1, 2]]}'], "unknown layer 'NoSuchLayer'"),
 ])

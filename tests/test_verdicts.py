@@ -264,3 +264,34 @@ def test_fixtures_check_never_reads_pass_for_what_raised_or_was_not_declared(cap
     assert main(["fixtures", "check", "--impl", "tests.broken_impls:half_only", "--only", "BiasLayer/small_feature_map"]) == 1
     out = capsys.readouterr().out
     assert "half_only: 2 fixture runs: 2 not implemented" in out and "NOTHING CHECKED" in out, out
+
+
+def test_the_heatmap_colours_every_failed_raised_or_unchecked_cell_apart_from_a_pass():
+    from conformance.reports import heatmap
+
+    candidates = [Candidate(f"tests.broken_impls:{name}", getattr(broken_impls, name)) for name in ("slipped_backward", "partial", "crashing")]
+    result = check(candidates, ["mlp_block", "batchnorm_with_activation"], CheckSettings(dtypes=("float64",), cross=False, examples=3), **QUIET)
+    layers, columns, cells = heatmap.grid(result, ("float64",))
+    status = {(layer, subject): cells[i][j][0] for i, layer in enumerate(layers) for j, (subject, _) in enumerate(columns)}
+    # the backward-only slips (gradients, training) fail cells whose forward checks all pass
+    assert status[("mlp_block", "slipped_backward")] == status[("batchnorm_with_activation", "slipped_backward")] == "failed", status
+    assert status[("mlp_block", "partial")] == "unsupported" and status[("batchnorm_with_activation", "partial")] is None, status
+    assert status[("batchnorm_with_activation", "crashing")] == "raised" and status[("mlp_block", "crashing")] is None, status  # it raises on maps with a side of 1
+
+
+def test_junit_and_json_reports_carry_every_failure_and_the_unchecked_counts(tmp_path):
+    from junitparser import JUnitXml
+
+    xml, report_json = tmp_path / "r.xml", tmp_path / "r.json"
+    args = ["check", "--impl", "tests.broken_impls:crashing", "--impl", "tests.broken_impls:partial", "--layers", "BiasLayer", "mlp_block",
+            "--dtypes", "float64", "--no-cross", "--examples", "3", "--report", str(xml), "--report", str(report_json)]
+    assert main(args) == 1
+    suites = {suite.name: suite for suite in JUnitXml.fromfile(str(xml))}
+    errors = [case.result[0] for suite in suites.values() for case in suite if case.result and type(case.result[0]).__name__ == "Error"]
+    assert errors and all(e.type == "RuntimeError" for e in errors), [e.type for e in errors]
+    properties = {p.name: int(p.value) for p in suites["mlp_block"].properties()}
+    data = json.loads(report_json.read_text())
+    assert properties.get("attnconf_unsupported", 0) > 0 and data["counts"]["unsupported"] > 0 and data["counts"]["raised"] > 0, (properties, data["counts"])
+    assert any(r.startswith("unsupported: activation") for r in data["unchecked_reasons"]), data["unchecked_reasons"]
+    assert all(f["reproduce"].startswith("attnconf check ") for f in data["failures"]), data["failures"]
+    assert data["settings"]["impl_specs"] == ["tests.broken_impls:crashing", "tests.broken_impls:partial"]

@@ -75,6 +75,7 @@ class Outcome:
             "status": self.status,
             "detail": self.detail,
             "case": None if self.case is None else json.loads(self.case.to_json()),
+            "reproduce": next((line.split("reproduce: ", 1)[1] for line in self.detail.splitlines() if line.lstrip().startswith("reproduce: ")), None),
         }
         if self.comparison is not None:
             c = self.comparison

@@ -173,7 +173,7 @@ def verdict(result: RunResult, strict: bool = False) -> str:
     known = result.count(KNOWN)
     notes = "; ".join(part for part in [f"{known} known deviations" if known else "", f"{len(result.stale)} stale deviations" if result.stale else "", unchecked_text] if part)
     if failed or raised:
-        head = f"FAILED: {failed} failed checks and {raised} raised errors ({len(result.failures)} distinct failures shown above)"
+        head = f"FAILED: {failed} failed checks and {raised} raised errors ({len(result.failures)} distinct failures reported)"
     elif not result.count(PASS, KNOWN):
         head = "NOTHING CHECKED: no check ran on any case, so there is nothing to pass"
     elif strict and (unchecked_text or result.stale):
@@ -232,6 +232,9 @@ def as_json(result: RunResult, dtypes: tuple[str, ...], impls: list[str], settin
         "implementations": impls,
         "settings": settings,
         "passed": passed(result, strict),
+        "counts": {word: result.count(status) for word, status in (("passed", PASS), ("failed", FAIL), ("raised", ERROR), ("known", KNOWN),
+                                                                  ("unsupported", UNSUPPORTED), ("not implemented", NOT_IMPLEMENTED), ("not run", NOT_RUN))},
+        "unchecked_reasons": sorted({r for t in result.tallies.values() for r in t.reasons if r.startswith("unsupported") or " not declared by " in r}),
         "verdict": verdict(result, strict),
         "seconds": result.seconds,
         "drawn_cases": {f"{l}/{d}": n for (l, d), n in sorted(result.examples_run.items())},

@@ -77,6 +77,7 @@ def render() -> str:
         "",
         "Numeric tolerances (see `conformance/checks/tolerances.py`): "
         + "; ".join(f"{d}: {t.describe()}" for d, t in TOLERANCES.items())
+        + ", elementwise, with atol multiplied by the RMS of the expected output (the full rule is in docs/fixtures.md)"
         + (". Overrides: " + "; ".join(f"{l} {d}: {t.describe()} ({t.reason})" for (l, d), t in OVERRIDES.items()) if OVERRIDES else ". No per-layer overrides."),
         "",
         "Layers: " + ", ".join(f"[{n}](#{n.lower()})" for n in reference.names()),

@@ -3,8 +3,9 @@ se_module.
 
 Each block is a function of a Keras tensor with the 2021 signature. Its layers are named
 ``name + "<sublayer>"`` (``conv``, ``pad``, ``bn``, ``1_conv``, ``anti_alias_down``...), so the
-variables read ``<name>conv/kernel``, ``<name>bn/gamma``; with ``name`` None (``""`` for
-se_module) Keras picks unique names, as in 2021.
+variables read ``<name>conv/kernel``, ``<name>bn/gamma``; with ``name`` None Keras picks unique
+names, as in 2021. se_module's default ``name=""`` names its sublayers ``1_conv`` and ``2_conv``
+exactly (the canonical paths), so a model that calls it twice names each call, as in 2021.
 """
 
 from __future__ import annotations

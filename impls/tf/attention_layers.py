@@ -1,7 +1,11 @@
 """The README's ``attention_layers`` namespace, in Keras 3.
 
 Replace ``from keras_cv_attention_models import attention_layers`` with
-``from impls.tf import attention_layers`` and the README's examples run unchanged.
+``from impls.tf import attention_layers`` and the README's examples run with the same results,
+given the ``tensorflow`` and ``keras`` imports the README leaves out, with two differences on
+purpose: Keras 3 prints variable paths without the ``<layer name>/`` prefix and ``:0`` suffix, and
+``outlook_attention(inputs, 4, 192)`` (embed_dim 4 below num_head 192, the README's positional
+slip) is refused with a message naming the swap (docs/decisions.md).
 
 Each family module (``impls/tf/<family>.py``, named as in ``reference/``) lists its public layers
 and blocks in ``__all__``; this namespace gathers them in the README's family order, so a new

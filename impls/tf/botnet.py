@@ -6,7 +6,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from impls.tf._checks import checked_config, checked_shapes
+from impls.tf._checks import checked_config, checked_shapes, fix_input_sizes
 
 
 def relative_index(size: int) -> np.ndarray:
@@ -41,6 +41,7 @@ class MHSAWithPositionEmbedding(keras.layers.Layer):
     def build(self, input_shape):
         checked_shapes("MHSAWithPositionEmbedding", self._spec_config, input_shape, need=(1, 2, 3))
         _, self.height, self.width, channels = (int(d) if d is not None else None for d in input_shape)
+        fix_input_sizes(self, input_shape, axes=(1, 2, 3))  # the position tables and reshapes are for this map
         self.query = self.add_weight(name="query", shape=(channels, self.embed_dim))
         self.key = self.add_weight(name="key", shape=(channels, self.embed_dim))
         self.value = self.add_weight(name="value", shape=(channels, self.embed_dim))

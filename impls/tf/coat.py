@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from impls.tf._checks import checked_config, checked_shapes
+from impls.tf._checks import checked_config, checked_shapes, fix_input_sizes
 from impls.tf._layers import CenteredLayerNormalization
 from reference.coat import LAYER_NORM_EPSILON, grid_side
 
@@ -57,6 +57,7 @@ class ConvPositionalEncoding(keras.layers.Layer):
         checked_shapes("ConvPositionalEncoding", self._spec_config, input_shape, need=(1, 2))
         _, tokens, self.channels = (int(d) if d is not None else None for d in input_shape)
         self.side = grid_side("ConvPositionalEncoding", tokens)
+        fix_input_sizes(self, input_shape, axes=(1, 2))
         self.depthwise_kernel = self.add_weight(name="depthwise_kernel", shape=(self.kernel_size, self.kernel_size, self.channels, 1))
         self.bias = self.add_weight(name="bias", shape=(self.channels,), initializer="zeros")
 

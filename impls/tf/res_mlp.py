@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from impls.tf._checks import checked_config, checked_shapes
+from impls.tf._checks import checked_config, checked_shapes, fix_input_sizes
 from impls.tf._initializers import ExactConstant
 
 
@@ -20,6 +20,7 @@ class ChannelAffine(keras.layers.Layer):
     def build(self, input_shape):
         checked_shapes("ChannelAffine", self._spec_config(), input_shape)
         channels = int(input_shape[-1])
+        fix_input_sizes(self, input_shape, axes=(-1,), ranks=(2, 3, 4))
         self.ww = self.add_weight(name="weight", shape=(channels,), initializer=ExactConstant(self.weight_init_value))
         if self.use_bias:
             self.bb = self.add_weight(name="bias", shape=(channels,), initializer="zeros")

@@ -9,7 +9,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from impls.tf._checks import checked_config, checked_shapes
+from impls.tf._checks import checked_config, checked_shapes, fix_input_sizes
 
 
 def _prefixed(name, sublayer):
@@ -185,6 +185,7 @@ class BiasLayer(keras.layers.Layer):
 
     def build(self, input_shape):
         checked_shapes("BiasLayer", {}, input_shape)
+        fix_input_sizes(self, input_shape, axes=(-1,), ranks=(2, 3, 4))
         self.bb = self.add_weight(name="bias", shape=(int(input_shape[-1]),), initializer="zeros")
 
     def call(self, inputs):
@@ -201,6 +202,7 @@ class PositionalEmbedding(keras.layers.Layer):
 
     def build(self, input_shape):
         checked_shapes("PositionalEmbedding", {}, input_shape, need=(1, 2, 3))
+        fix_input_sizes(self, input_shape, axes=(1, 2, 3))
         self.positional_embedding = self.add_weight(
             name="positional_embedding",
             shape=(1, *(int(d) for d in input_shape[1:])),
@@ -221,6 +223,7 @@ class ClassToken(keras.layers.Layer):
 
     def build(self, input_shape):
         checked_shapes("ClassToken", {}, input_shape)
+        fix_input_sizes(self, input_shape, axes=(-1,))
         self.tokens = self.add_weight(name="tokens", shape=(1, 1, int(input_shape[-1])), initializer=keras.initializers.TruncatedNormal(stddev=0.2))
 
     def call(self, inputs):

@@ -355,3 +355,24 @@ def test_attention_dropout_is_active_only_in_training():
     np.testing.assert_array_equal(numpy(layer(x)), inference, err_msg="training=None outside fit must be inference mode")
     difference = np.max(np.abs(training - inference))
     assert difference > 1e-3, f"expected training=True with attn_dropout=0.5 to differ from inference, max difference {difference:.3g}"
+
+
+@pytest.mark.parametrize("make, built_on, other", [
+    (lambda: attention_layers.MHSAWithPositionEmbedding(num_heads=2, key_dim=3), (1, 4, 6, 5), (2, 2, 6, 5)),  # same element count: was merged
+    (lambda: attention_layers.MHSAWithPositionEmbedding(num_heads=2, key_dim=3), (1, 4, 6, 5), (1, 6, 4, 5)),  # height and width swapped
+    (lambda: attention_layers.ChannelAffine(), (1, 4, 5), (1, 4, 6)),
+    (lambda: attention_layers.BiasLayer(), (1, 4, 5), (1, 4, 6)),
+    (lambda: attention_layers.PositionalEmbedding(), (1, 4, 6, 5), (2, 8, 4, 5)),
+    (lambda: attention_layers.ConvPositionalEncoding(), (1, 10, 5), (2, 17, 5)),
+], ids=["mhsa-batch-merge", "mhsa-swapped", "channel-affine", "bias", "positional-embedding", "conv-positional-encoding"])
+def test_a_built_layer_called_on_other_sizes_raises_value_error_naming_it(make, built_on, other):
+    layer = make()
+    layer(np.ones(built_on, "float32"))
+    with pytest.raises(ValueError, match=f"of layer '{layer.name}' is incompatible"):
+        layer(np.ones(other, "float32"))
+
+
+def test_channel_affine_built_on_tokens_still_runs_on_maps_of_its_channels():
+    layer = attention_layers.ChannelAffine()
+    layer(np.ones((1, 4, 5), "float32"))
+    assert tuple(layer(np.ones((2, 3, 3, 5), "float32")).shape) == (2, 3, 3, 5)

@@ -10,7 +10,7 @@ import pytest
 
 import reference
 
-from tests.reference.test_spec_contract import NAMES, random_inputs, random_weights
+from tests.reference.test_spec_contract import NAMES, last_example_arrays, random_weights
 
 BIAS = {"bias": np.zeros(3)}
 LN = {"ln/gamma": np.ones(2), "ln/beta": np.zeros(2)}
@@ -64,10 +64,7 @@ def test_integer_and_bool_inputs_compute_as_their_float64_values():
 def test_results_do_not_depend_on_the_memory_layout_of_the_inputs(name):
     # Same values, other strides (Fortran order, a reversed view): bit for bit the same result,
     # since forward works on C-contiguous copies; without them reductions may round differently.
-    example = reference.spec(name).examples[-1]
-    rng = np.random.default_rng(3)
-    inputs = random_inputs(rng, example.input_shapes)
-    weights = random_weights(rng, name, example.input_shapes, example.config)
+    example, inputs, weights = last_example_arrays(name, seed=3)
     want = reference.forward(name, *inputs, weights=weights, **example.config)
     fortran = [np.asfortranarray(x) for x in inputs]
     reversed_views = [np.flip(np.flip(x, axis=-1).copy(), axis=-1) for x in inputs]

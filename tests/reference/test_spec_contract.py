@@ -44,6 +44,14 @@ def random_weights(rng, name, shapes, config):
     return weights
 
 
+def last_example_arrays(name, seed):
+    """The layer's last documented example with random inputs and weights: ``(example, inputs, weights)``."""
+    example = reference.spec(name).examples[-1]
+    rng = np.random.default_rng(seed)
+    inputs = random_inputs(rng, example.input_shapes)
+    return example, inputs, random_weights(rng, name, example.input_shapes, example.config)
+
+
 def zero_weights(name, shapes, config):
     return {key: np.zeros(shape) for key, shape in reference.weight_shapes(name, *shapes, **config).items()}
 
@@ -108,10 +116,7 @@ def test_example_forward_returns_float64_of_output_shape(name, example):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_computes_in_float64_from_float32_inputs(name):
-    example = reference.spec(name).examples[-1]
-    rng = np.random.default_rng(11)
-    inputs = random_inputs(rng, example.input_shapes)
-    weights = random_weights(rng, name, example.input_shapes, example.config)
+    example, inputs, weights = last_example_arrays(name, seed=11)
     inputs32 = [x.astype(np.float32) for x in inputs]
     weights32 = {k: v.astype(np.float32) for k, v in weights.items()}
     got = reference.forward(name, *inputs32, weights=weights32, **example.config)

@@ -157,7 +157,10 @@ def anti_alias_downsample(inputs: np.ndarray, *, weights, kernel_size=3, strides
     ``kernel[:, :, c, 0]``. Its value is fixed (unless ``trainable``, when it is only the
     initial value): with ``b_i = C(k-1, i)``, row ``k-1`` of Pascal's triangle,
     ``kernel[i, j, c, 0] = b_i * b_j / 2 ** (2 * (k-1))`` for every channel (k=3:
-    ``[[1, 2, 1], [2, 4, 2], [1, 2, 1]] / 16``).
+    ``[[1, 2, 1], [2, 4, 2], [1, 2, 1]] / 16``). Like the Keras layer with its variable, this
+    function computes with the kernel it is given; that a freshly built layer holds the binomial
+    value is the spec's declared initial value, which the conformance ``init`` check holds
+    implementations to.
 
     Padding is TensorFlow's SAME, per axis with stride ``s`` and size ``n``: the output has
     ``ceil(n / s)`` positions, the total padding is ``max((ceil(n / s) - 1) * s + k - n, 0)``

@@ -59,7 +59,7 @@ def _run(impls, layer, cross=False):
 def test_gradient_cases_are_small_float64_edge_cases():
     for layer in ("cot_attention", "MHSAWithPositionEmbedding", "rsoftmax"):
         cases = gradient_cases(layer)
-        assert sorted(c.label for c in cases) == ["edge: every size 2", "edge: smallest"]
+        assert sorted(c.label for c in cases) == ["edge: every size 2, last options", "edge: smallest"]
         assert all(c.dtype == "float64" for c in cases)
 
 
@@ -177,3 +177,11 @@ def test_the_matrix_says_which_dtype_the_gradients_were_checked_in():
     text = report.text(result, ("float32", "float64"), strict=True)
     assert "dtype float64 not declared by torch32: a test double: float32 only" in text
     assert not result.failed
+
+
+def test_the_gradient_cases_take_both_option_sets_so_a_trainable_kernel_is_differentiated():
+    # "smallest" takes every choice's first option and "every size 2, last options" its last:
+    # anti_alias_downsample is differentiated with trainable False and True, so an
+    # implementation that ignores trainable (a fixed buffer, no kernel gradient) fails.
+    configs = {c.label: c.config for c in gradient_cases("anti_alias_downsample")}
+    assert {configs["edge: smallest"]["trainable"], configs["edge: every size 2, last options"]["trainable"]} == {False, True}, configs

@@ -20,8 +20,9 @@ is part of the outcome and the report shows it (``[float32]`` in the gradients c
 compared with the same float64 finite differences of the reference, on the same values (the
 float16 grid is exact in both dtypes): in float32 the differences' own error (below, about 1e-8
 at most) is negligible next to the float32 gradient's rounding (tolerance model, "float32").
-Cases: the layer's edge cases "every size 2" and "smallest" (:data:`CASE_LABELS`), the smallest
-sizes the samplers allow; of their input and weight elements, at most :data:`MAX_ELEMENTS` per
+Cases: the layer's edge cases "every size 2, last options" and "smallest" (:data:`CASE_LABELS`),
+small sizes with every choice at its last and at its first option (so a weight that is trainable
+under one option only, the anti-alias kernel, is differentiated); of their input and weight elements, at most :data:`MAX_ELEMENTS` per
 case, chosen by the case's seed, are differentiated numerically (2 reference forwards each), and
 the implementation's full gradient arrays are checked for shape and finiteness and compared at
 those elements. The cotangent is standard normal on the float16 grid, drawn from the case's seed.
@@ -116,7 +117,7 @@ gradients are checked in whenever it declares it."""
 DTYPES = ("float64", "float32")
 """The dtypes gradients are checked in, preferred first: float32 only for an implementation that
 does not declare float64."""
-CASE_LABELS = ("edge: every size 2", "edge: smallest")
+CASE_LABELS = ("edge: every size 2, last options", "edge: smallest")
 MAX_ELEMENTS = 256
 EPS = float(np.finfo(np.float64).eps)
 EPS32 = float(np.finfo(np.float32).eps)

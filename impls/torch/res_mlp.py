@@ -36,7 +36,7 @@ class ChannelAffine(CanonicalWeights):
     @classmethod
     def from_canonical(cls, config, input_shape):
         reference.validate("ChannelAffine", input_shape, **config)
-        return cls(input_shape[-1], channel_dim=1 if len(input_shape) == 4 else -1, **config)
+        return cls(input_shape[-1], **config)  # the default channel axis, so the conformance checks hold its rule
 
 
 MODULES = {"ChannelAffine": ChannelAffine}
